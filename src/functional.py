@@ -1,0 +1,209 @@
+"""Hand-derived autograd Functions: the affine layer and the activations.
+
+Every op is a :class:`torch.autograd.Function` in PyTorch's split form
+(``forward`` computes, ``setup_context`` only saves, ``backward`` returns one
+gradient per input).  The derivative is written in each docstring and
+``backward`` reads like it.  Model code calls the lowercase wrappers
+(:func:`linear`, :func:`relu`, ...), never ``.apply``.
+
+All backward passes are built from differentiable tensor ops on saved tensors,
+so each Function is twice differentiable; ``tests/test_functional.py`` checks
+that with ``gradgradcheck``.
+
+Shapes: ``x`` is ``(batch, in_features)``, ``weight`` is
+``(out_features, in_features)`` like :class:`torch.nn.Linear`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+
+__all__ = [
+    "Linear",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "Identity",
+    "linear",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "identity",
+    "ACTIVATIONS",
+]
+
+
+class Linear(Function):
+    """Affine map ``y = x Wᵀ + b``.
+
+    With upstream gradient ``g = ∂L/∂y`` of shape ``(batch, out)``::
+
+        ∂L/∂x = g W        (batch, in)
+        ∂L/∂W = gᵀ x       (out, in)
+        ∂L/∂b = Σ_batch g  (out,)
+    """
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        # addmm fuses the bias add into the matrix product: (batch, out)
+        return torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, weight, _ = inputs
+        ctx.save_for_backward(x, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad.mm(weight)  # (batch, in)
+        if ctx.needs_input_grad[1]:
+            grad_w = grad.t().mm(x)  # (out, in)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)  # (out,)
+        return grad_x, grad_w, grad_b
+
+
+class ReLU(Function):
+    """``relu(x) = max(0, x)``;  ``relu'(x) = 1[x > 0]`` (0 at the kink, as torch)."""
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return x.clamp_min(0)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        # The output carries the same sign information as the input: y > 0 ⇔ x > 0.
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * (y > 0)
+
+
+class Sigmoid(Function):
+    """``σ(x) = 1 / (1 + e^{-x})``;  ``σ'(x) = σ(x)(1 − σ(x))``, from the saved output ``y``."""
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return torch.sigmoid(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * y * (1 - y)
+
+
+class Tanh(Function):
+    """``tanh(x)``;  ``tanh'(x) = 1 − tanh(x)²``, from the saved output ``y``."""
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class Softmax(Function):
+    """Softmax over the last dimension, ``y_i = e^{x_i} / Σ_j e^{x_j}``.
+
+    The Jacobian is ``∂y_i/∂x_j = y_i(δ_ij − y_j)``; backward applies it as a
+    Jacobian-vector product without ever building the ``(n, n)`` matrix::
+
+        ∂L/∂x = y ⊙ (g − ⟨g, y⟩)
+    """
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        # torch.softmax subtracts the row max first, so large logits do not overflow.
+        return torch.softmax(x, dim=-1)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return y * (grad - (grad * y).sum(-1, keepdim=True))
+
+
+class Identity(Function):
+    """The identity ``f(x) = x``; ``f'(x) = 1``.
+
+    This is the seed report's ``Linear`` *activation*.  It is named ``identity``
+    here so that PyTorch readers do not confuse it with the affine layer
+    (:class:`Linear` / ``nn.Linear``).
+    """
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``x @ weight.T + bias`` with a hand-derived backward (see :class:`Linear`)."""
+    return Linear.apply(x, weight, bias)
+
+
+def relu(x: Tensor) -> Tensor:
+    """ReLU with a hand-derived backward (see :class:`ReLU`)."""
+    return ReLU.apply(x)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """Logistic sigmoid with a hand-derived backward (see :class:`Sigmoid`)."""
+    return Sigmoid.apply(x)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """Hyperbolic tangent with a hand-derived backward (see :class:`Tanh`)."""
+    return Tanh.apply(x)
+
+
+def softmax(x: Tensor) -> Tensor:
+    """Softmax over the last dimension with a hand-derived backward (see :class:`Softmax`)."""
+    return Softmax.apply(x)
+
+
+def identity(x: Tensor) -> Tensor:
+    """The seed's "Linear" activation, ``f(x) = x`` (see :class:`Identity`)."""
+    return Identity.apply(x)
+
+
+#: Activation name (as used by configs and the CLI) → hand-derived function.
+ACTIVATIONS = {
+    "relu": relu,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "softmax": softmax,
+    "identity": identity,
+}

@@ -1,0 +1,275 @@
+"""Hand-derived losses and weight penalties, and the seed's loss classes.
+
+Definitions (``B`` = batch size, ``N`` = number of elements of ``pred``)::
+
+    mse_loss(p, t)               = (1/N) Σ (p − t)²               (same as F.mse_loss)
+    cross_entropy(p, t)          = −(1/B) Σ_b Σ_k t_bk log p_bk   (p: probabilities)
+    softmax_cross_entropy(z, t)  = cross_entropy(softmax(z), t), computed from logits z
+    l1_penalty(α, W₁…W_L)        = α Σ_l Σ_ij |W_l,ij|
+    l2_penalty(α, W₁…W_L)        = (α/2) Σ_l Σ_ij W_l,ij²
+
+The L2 penalty carries the factor ½ so that its gradient is exactly ``α W``:
+that is what ``torch.optim.SGD(weight_decay=α)`` adds to the gradient, and it is
+added **once per step**, independent of the batch size, because the data term
+is a *mean* over the batch.  Penalties apply to weight matrices only, never to
+biases.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+
+from .functional import softmax
+
+__all__ = [
+    "MSELoss",
+    "CrossEntropy",
+    "SoftmaxCrossEntropy",
+    "L1Penalty",
+    "L2Penalty",
+    "Add",
+    "mse_loss",
+    "cross_entropy",
+    "softmax_cross_entropy",
+    "l1_penalty",
+    "l2_penalty",
+    "add",
+    "SquaredErrorLoss",
+    "CrossEntropyLoss",
+    "REGULARIZATIONS",
+]
+
+#: Allowed values of ``regularization`` (``"none"`` is the CLI's spelling of ``None``).
+REGULARIZATIONS = (None, "none", "l1", "l2")
+
+
+class MSELoss(Function):
+    """``L = (1/N) Σ (p − t)²``;  ``∂L/∂p = 2 (p − t) / N``,  ``∂L/∂t = −∂L/∂p``."""
+
+    @staticmethod
+    def forward(pred: Tensor, target: Tensor) -> Tensor:
+        diff = pred - target
+        return (diff * diff).mean()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        pred, target = inputs
+        ctx.save_for_backward(pred, target)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):
+        pred, target = ctx.saved_tensors
+        d = (pred - target) * (2.0 / pred.numel()) * grad
+        return (d if ctx.needs_input_grad[0] else None), (-d if ctx.needs_input_grad[1] else None)
+
+
+class CrossEntropy(Function):
+    """``L = −(1/B) Σ t log p`` on probabilities ``p``.
+
+    ``∂L/∂p = −t / (B p)``,  ``∂L/∂t = −log p / B``.
+
+    ``p`` is clamped below at the dtype's smallest normal number before the log,
+    so a probability that underflowed to 0 gives a large but finite loss instead
+    of ``inf``.  For a softmax output prefer :func:`softmax_cross_entropy`,
+    which works on logits and never forms ``log 0``.
+    """
+
+    @staticmethod
+    def forward(probs: Tensor, target: Tensor) -> Tensor:
+        p = probs.clamp_min(torch.finfo(probs.dtype).tiny)
+        return -(target * p.log()).sum() / probs.shape[0]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        probs, target = inputs
+        ctx.save_for_backward(probs, target)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):
+        probs, target = ctx.saved_tensors
+        p = probs.clamp_min(torch.finfo(probs.dtype).tiny)
+        scale = grad / probs.shape[0]
+        grad_p = -target / p * scale if ctx.needs_input_grad[0] else None
+        grad_t = -p.log() * scale if ctx.needs_input_grad[1] else None
+        return grad_p, grad_t
+
+
+class SoftmaxCrossEntropy(Function):
+    """Fused softmax + cross-entropy on logits ``z`` (rows of ``t`` need not be one-hot).
+
+    With ``log y = z − logsumexp(z)`` (finite for any finite ``z``)::
+
+        L     = −(1/B) Σ t ⊙ log y
+        ∂L/∂z = (y Σ_k t_k − t) / B       (= (y − t)/B for one-hot rows)
+        ∂L/∂t = −log y / B
+    """
+
+    @staticmethod
+    def forward(logits: Tensor, target: Tensor) -> Tensor:
+        log_y = logits - logits.logsumexp(-1, keepdim=True)
+        return -(target * log_y).sum() / logits.shape[0]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        logits, target = inputs
+        ctx.save_for_backward(logits, target)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):
+        logits, target = ctx.saved_tensors
+        scale = grad / logits.shape[0]
+        grad_z = grad_t = None
+        if ctx.needs_input_grad[0]:
+            y = softmax(logits)  # our Function, so double backward stays hand-derived
+            grad_z = (y * target.sum(-1, keepdim=True) - target) * scale
+        if ctx.needs_input_grad[1]:
+            grad_t = -(logits - logits.logsumexp(-1, keepdim=True)) * scale
+        return grad_z, grad_t
+
+
+class L1Penalty(Function):
+    """``P = α Σ_l Σ |W_l|``;  ``∂P/∂W_l = α sign(W_l)`` (0 at the kink, as ``torch.abs``)."""
+
+    @staticmethod
+    def forward(alpha: float, *weights: Tensor) -> Tensor:
+        return alpha * torch.stack([w.abs().sum() for w in weights]).sum()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.alpha = inputs[0]
+        ctx.save_for_backward(*inputs[1:])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):
+        scale = grad * ctx.alpha
+        return (None, *(w.sign() * scale for w in ctx.saved_tensors))
+
+
+class L2Penalty(Function):
+    """``P = (α/2) Σ_l Σ W_l²``;  ``∂P/∂W_l = α W_l``."""
+
+    @staticmethod
+    def forward(alpha: float, *weights: Tensor) -> Tensor:
+        return 0.5 * alpha * torch.stack([(w * w).sum() for w in weights]).sum()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.alpha = inputs[0]
+        ctx.save_for_backward(*inputs[1:])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):
+        scale = grad * ctx.alpha
+        return (None, *(w * scale for w in ctx.saved_tensors))
+
+
+class Add(Function):
+    """``s = a + b``;  ``∂s/∂a = ∂s/∂b = 1``.
+
+    Trivial, but it keeps the path from the total loss to the parameters free of
+    autograd-derived nodes (the data term plus the penalty).
+    """
+
+    @staticmethod
+    def forward(a: Tensor, b: Tensor) -> Tensor:
+        return a + b
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):
+        return grad, grad
+
+
+def mse_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over all elements (see :class:`MSELoss`)."""
+    return MSELoss.apply(pred, target)
+
+
+def cross_entropy(probs: Tensor, target_onehot: Tensor) -> Tensor:
+    """Batch-mean cross-entropy on probabilities (see :class:`CrossEntropy`)."""
+    return CrossEntropy.apply(probs, target_onehot)
+
+
+def softmax_cross_entropy(logits: Tensor, target_onehot: Tensor) -> Tensor:
+    """``cross_entropy(softmax(logits), target)`` fused and stable (see :class:`SoftmaxCrossEntropy`)."""
+    return SoftmaxCrossEntropy.apply(logits, target_onehot)
+
+
+def l1_penalty(weights: Sequence[Tensor], alpha: float) -> Tensor:
+    """``α Σ |W|`` over all given weight matrices (see :class:`L1Penalty`)."""
+    return L1Penalty.apply(float(alpha), *weights)
+
+
+def l2_penalty(weights: Sequence[Tensor], alpha: float) -> Tensor:
+    """``(α/2) Σ W²`` over all given weight matrices (see :class:`L2Penalty`)."""
+    return L2Penalty.apply(float(alpha), *weights)
+
+
+def add(a: Tensor, b: Tensor) -> Tensor:
+    """``a + b`` with a hand-written backward (see :class:`Add`)."""
+    return Add.apply(a, b)
+
+
+_PENALTIES = {"l1": l1_penalty, "l2": l2_penalty}
+
+
+class _PenalizedLoss:
+    """Data loss plus an optional L1/L2 penalty, as the seed's loss classes."""
+
+    _data_loss = staticmethod(mse_loss)
+
+    def __init__(self, alpha: float = 0.0, regularization: str | None = None) -> None:
+        if regularization not in REGULARIZATIONS:
+            raise ValueError(
+                f"regularization={regularization!r} is not supported; "
+                "allowed: None, 'none', 'l1', 'l2'"
+            )
+        alpha = float(alpha)
+        if not alpha >= 0:  # also rejects NaN
+            raise ValueError(f"alpha={alpha!r} must be >= 0")
+        self.alpha = alpha
+        self.regularization = None if regularization == "none" else regularization
+
+    def penalty(self, weights: Iterable[Tensor]) -> Tensor | None:
+        """The weight penalty alone, or ``None`` when there is none."""
+        weights = list(weights)
+        if self.regularization is None or self.alpha == 0 or not weights:
+            return None
+        return _PENALTIES[self.regularization](weights, self.alpha)
+
+    def _with_penalty(self, loss: Tensor, weights: Iterable[Tensor]) -> Tensor:
+        penalty = self.penalty(weights)
+        return loss if penalty is None else add(loss, penalty)
+
+    def __call__(self, y_pred: Tensor, y_true: Tensor, weights: Iterable[Tensor] = ()) -> Tensor:
+        """Data loss of ``y_pred`` against one-hot ``y_true`` plus the penalty over ``weights``."""
+        return self._with_penalty(self._data_loss(y_pred, y_true), weights)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(alpha={self.alpha}, regularization={self.regularization!r})"
+
+
+class SquaredErrorLoss(_PenalizedLoss):
+    """The seed's ``SquaredErrorLoss``: :func:`mse_loss` plus an optional penalty."""
+
+    _data_loss = staticmethod(mse_loss)
+
+
+class CrossEntropyLoss(_PenalizedLoss):
+    """The seed's ``CrossEntropyLoss``: :func:`cross_entropy` on probabilities plus an optional penalty.
+
+    :meth:`from_logits` is the fused, overflow-free path for a softmax output layer.
+    """
+
+    _data_loss = staticmethod(cross_entropy)
+
+    def from_logits(self, logits: Tensor, y_true: Tensor, weights: Iterable[Tensor] = ()) -> Tensor:
+        """Same value as ``self(softmax(logits), y_true, weights)``, computed stably from logits."""
+        return self._with_penalty(softmax_cross_entropy(logits, y_true), weights)

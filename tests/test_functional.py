@@ -1,0 +1,98 @@
+"""Every hand-derived Function: gradcheck/gradgradcheck in float64 and equality with torch."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd import gradcheck, gradgradcheck
+
+from src import functional as HF
+from tests.conftest import away_from_zero, randn
+
+TOL = dict(rtol=1e-12, atol=1e-12)
+
+# (our function, the torch op it mirrors)
+ACTIVATIONS = [
+    (HF.relu, torch.relu),
+    (HF.sigmoid, torch.sigmoid),
+    (HF.tanh, torch.tanh),
+    (HF.softmax, lambda x: torch.softmax(x, dim=-1)),
+    (HF.identity, lambda x: x),
+]
+IDS = ["relu", "sigmoid", "tanh", "softmax", "identity"]
+
+
+def _inputs(gen):
+    x = away_from_zero(8, 5, gen=gen)
+    w = randn(3, 5, gen=gen)
+    b = randn(3, gen=gen)
+    return x, w, b
+
+
+def test_linear_gradcheck(gen):
+    assert gradcheck(HF.linear, _inputs(gen))
+
+
+def test_linear_gradgradcheck(gen):
+    assert gradgradcheck(HF.linear, _inputs(gen))
+
+
+def test_linear_matches_torch(gen):
+    x, w, b = _inputs(gen)
+    g = torch.randn(8, 3, generator=gen, dtype=torch.float64)
+    ours = HF.linear(x, w, b)
+    ref = F.linear(x, w, b)
+    torch.testing.assert_close(ours, ref, **TOL)
+    for a, r in zip(torch.autograd.grad(ours, (x, w, b), g), torch.autograd.grad(ref, (x, w, b), g)):
+        torch.testing.assert_close(a, r, **TOL)
+
+
+def test_linear_skips_unneeded_grads(gen):
+    x, w, b = _inputs(gen)
+    x = x.detach()  # input data needs no gradient
+    (gw,) = torch.autograd.grad(HF.linear(x, w, b).sum(), (w,))
+    torch.testing.assert_close(gw, torch.ones(8, 3, dtype=torch.float64).t() @ x, **TOL)
+
+
+@pytest.mark.parametrize("ours,_ref", ACTIVATIONS, ids=IDS)
+def test_activation_gradcheck(ours, _ref, gen):
+    assert gradcheck(ours, (away_from_zero(6, 7, gen=gen),))
+
+
+@pytest.mark.parametrize("ours,_ref", ACTIVATIONS, ids=IDS)
+def test_activation_gradgradcheck(ours, _ref, gen):
+    assert gradgradcheck(ours, (away_from_zero(6, 7, gen=gen),))
+
+
+@pytest.mark.parametrize("ours,ref", ACTIVATIONS, ids=IDS)
+def test_activation_matches_torch(ours, ref, gen):
+    x = randn(16, 10, gen=gen, scale=3.0)
+    g = torch.randn(16, 10, generator=gen, dtype=torch.float64)
+    y = ours(x)
+    y_ref = ref(x)
+    torch.testing.assert_close(y, y_ref, **TOL)
+    (dx,) = torch.autograd.grad(y, x, g)
+    (dx_ref,) = torch.autograd.grad(y_ref, x, g)
+    torch.testing.assert_close(dx, dx_ref, **TOL)
+
+
+def test_relu_gradient_at_zero_matches_torch():
+    x = torch.tensor([-1.0, 0.0, 2.0], dtype=torch.float64, requires_grad=True)
+    (ours,) = torch.autograd.grad(HF.relu(x).sum(), x)
+    (ref,) = torch.autograd.grad(torch.relu(x).sum(), x)
+    assert ours.tolist() == ref.tolist() == [0.0, 0.0, 1.0]
+
+
+def test_softmax_is_stable_for_huge_logits():
+    x = torch.tensor([[1e4, -1e4, 0.0]], requires_grad=True)
+    y = HF.softmax(x)
+    (dx,) = torch.autograd.grad(y[0, 0], x)
+    assert torch.isfinite(y).all() and torch.isfinite(dx).all()
+    torch.testing.assert_close(y, torch.tensor([[1.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax", "identity"])
+def test_backward_nodes_are_ours(name):
+    """The graph of each wrapper holds our Function's node, not torch's."""
+    x = torch.randn(2, 3, requires_grad=True)
+    y = HF.ACTIVATIONS[name](x)
+    assert type(y.grad_fn).__name__ == f"{name.capitalize() if name != 'relu' else 'ReLU'}Backward"

@@ -1,0 +1,103 @@
+"""GD and Adam step in lockstep with torch.optim.SGD / Adam (tinygrad's optimizer tests' habit)."""
+
+import pytest
+import torch
+
+from src.optim import GD, Adam
+
+TOL = dict(rtol=1e-12, atol=1e-12)
+
+
+def _lockstep(ours_cls, ours_kw, ref_cls, ref_kw, steps):
+    """Same params, same gradients each step; return both parameter lists after `steps` steps."""
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(5, 4, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)]
+    a = [p.clone().requires_grad_(True) for p in init]
+    b = [p.clone().requires_grad_(True) for p in init]
+    opt_a, opt_b = ours_cls(a, **ours_kw), ref_cls(b, **ref_kw)
+    x = torch.randn(7, 4, generator=gen, dtype=torch.float64)
+    for _ in range(steps):
+        for params, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            loss = torch.tanh(x @ params[0].t() + params[1]).pow(2).sum()
+            loss.backward()
+            opt.step()
+    return a, b, opt_a
+
+
+@pytest.mark.parametrize("steps", [1, 10, 25])
+@pytest.mark.parametrize("lr", [1e-3, 0.1, 0.5])
+def test_gd_matches_sgd(lr, steps):
+    a, b, _ = _lockstep(GD, dict(lr=lr), torch.optim.SGD, dict(lr=lr), steps)
+    for pa, pb in zip(a, b):
+        torch.testing.assert_close(pa, pb, **TOL)
+
+
+@pytest.mark.parametrize("steps", [1, 10, 25])
+@pytest.mark.parametrize(
+    "lr,betas,eps",
+    [(1e-3, (0.9, 0.999), 1e-8), (0.05, (0.8, 0.99), 1e-6), (0.01, (0.0, 0.5), 1e-3), (0.1, (0.95, 0.9999), 1e-8)],
+)
+def test_adam_matches_torch_adam(lr, betas, eps, steps):
+    kw = dict(lr=lr, betas=betas, eps=eps)
+    a, b, opt = _lockstep(Adam, kw, torch.optim.Adam, kw, steps)
+    for pa, pb in zip(a, b):
+        torch.testing.assert_close(pa, pb, **TOL)
+    assert all(opt.state[p]["step"] == steps for p in a)
+
+
+def test_adam_state_round_trips_through_state_dict():
+    a, _, opt = _lockstep(Adam, dict(lr=0.01), torch.optim.Adam, dict(lr=0.01), 3)
+    fresh = Adam(a, lr=0.01)
+    fresh.load_state_dict(opt.state_dict())
+    for p in a:
+        assert fresh.state[p]["step"] == 3
+        torch.testing.assert_close(fresh.state[p]["exp_avg"], opt.state[p]["exp_avg"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls", [GD, Adam])
+def test_step_calls_closure_with_grad_enabled(cls):
+    p = torch.tensor([1.0, -2.0], requires_grad=True)
+    opt = cls([p], lr=0.1)
+    calls = []
+
+    def closure():
+        calls.append(torch.is_grad_enabled())
+        opt.zero_grad()
+        loss = (p * p).sum()
+        loss.backward()
+        return loss
+
+    before = p.detach().clone()
+    loss = opt.step(closure)
+    assert calls == [True]
+    assert loss.item() == pytest.approx(5.0)
+    assert not torch.equal(p.detach(), before)
+
+
+def test_params_without_grad_are_left_alone():
+    p, q = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    opt = Adam([p, q], lr=0.1)
+    p.sum().backward()
+    opt.step()
+    assert q.tolist() == [1.0, 1.0] and p.tolist() != [1.0, 1.0]
+    assert q not in opt.state
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs,needle",
+    [
+        (GD, dict(lr=0.0), "lr=0.0"),
+        (GD, dict(lr=-1.0), "lr=-1.0"),
+        (Adam, dict(lr=-0.1), "lr=-0.1"),
+        (Adam, dict(lr=float("nan")), "lr=nan"),
+        (Adam, dict(betas=(1.0, 0.999)), "betas[0]=1.0"),
+        (Adam, dict(betas=(0.9, -0.1)), "betas[1]=-0.1"),
+        (Adam, dict(eps=0.0), "eps=0.0"),
+        (Adam, dict(eps=-1e-8), "eps=-1e-08"),
+    ],
+)
+def test_bad_hyperparameters(cls, kwargs, needle):
+    with pytest.raises(ValueError) as err:
+        cls([torch.zeros(1, requires_grad=True)], **kwargs)
+    assert needle in str(err.value)
