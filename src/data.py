@@ -1,0 +1,238 @@
+"""MNIST-format data as preloaded tensors, served in batches by slicing.
+
+``MNISTDataModule`` wraps torchvision's ``MNIST`` / ``FashionMNIST`` / ``KMNIST``:
+
+1. raw IDX files already in torchvision's layout (``<data_dir>/<Dataset>/raw/``) are used as is;
+2. otherwise the four standard ``.gz`` files in that folder are unpacked there
+   (this is how offline machines get MNIST: copy the ``.gz`` files in);
+3. otherwise torchvision downloads them the usual way.
+
+The 60 000 training images are split (seeded) into train / validation; pixels
+are scaled to [0, 1], standardized with the *training split's* mean and std
+and flattened to 784; targets come both as labels and one-hot rows.
+
+Batches are slices of the preloaded tensors (no per-sample Python work), in
+an order drawn per epoch from a generator seeded by ``(seed, epoch)``, so a
+resumed run sees the same order.  Under DDP each process takes a disjoint,
+strided share of that order: with ``W`` processes of batch ``b``, step ``k``
+covers exactly the samples of step ``k`` of one process with batch ``W·b``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+from typing import Literal, Optional
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torchvision import datasets
+
+__all__ = ["MNISTDataModule", "TensorBatches", "DATASETS", "prepare_raw_files"]
+
+DATASETS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST, "KMNIST": datasets.KMNIST}
+NUM_CLASSES = 10
+TRAIN_SIZE = 60_000
+
+
+def _raw_names(dataset: str) -> list[str]:
+    """The four uncompressed file names torchvision expects, e.g. ``train-images-idx3-ubyte``."""
+    return [os.path.splitext(os.path.basename(url))[0] for url, _ in DATASETS[dataset].resources]
+
+
+def prepare_raw_files(data_dir: str | Path, dataset: str = "MNIST") -> bool:
+    """Unpack ``<name>.gz`` beside any missing raw file; return whether all four raw files exist.
+
+    Each file is unpacked to a temporary name and renamed, so an interrupted
+    unpack never leaves a truncated raw file behind.
+    """
+    raw = Path(data_dir) / dataset / "raw"
+    for name in _raw_names(dataset):
+        target, packed = raw / name, raw / f"{name}.gz"
+        if target.exists() or not packed.exists():
+            continue
+        tmp = target.with_name(f".{name}.tmp{os.getpid()}")
+        try:
+            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return all((raw / name).exists() for name in _raw_names(dataset))
+
+
+def load_split(data_dir: str | Path, dataset: str, train: bool) -> tuple[Tensor, Tensor]:
+    """``(images uint8 (N, 28, 28), labels int64 (N,))`` of one official split."""
+    cls = DATASETS[dataset]
+    have_files = prepare_raw_files(data_dir, dataset)
+    try:
+        ds = cls(str(data_dir), train=train, download=not have_files)
+    except RuntimeError as err:
+        raw = Path(data_dir) / dataset / "raw"
+        raise RuntimeError(
+            f"{dataset} is not in {raw}/ and could not be downloaded. Expected the files "
+            f"{', '.join(_raw_names(dataset))} there (or the same names with .gz); online, "
+            f"torchvision downloads them by itself. Download error: {err}"
+        ) from err
+    return ds.data, ds.targets.long()
+
+
+class TensorBatches:
+    """An iterable of ``(x, onehot, labels)`` batches sliced from preloaded tensors.
+
+    ``trainer`` (optional) supplies the epoch for the shuffle seed and the
+    process rank / count for sharding; without one, a single process at epoch 0.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        trainer: Optional[pl.Trainer] = None,
+        drop_uneven: bool = False,
+    ) -> None:
+        self.x, self.labels = x, labels
+        self.onehot = torch.nn.functional.one_hot(labels, NUM_CLASSES).to(x.dtype)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.trainer = trainer
+        # Training under DDP must give every process the same number of steps.
+        self.drop_uneven = drop_uneven
+
+    def _shard(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _num_samples(self) -> int:
+        rank, world = self._shard()
+        n = len(self.labels)
+        if self.drop_uneven:
+            n -= n % world
+        return len(range(rank, n, world))
+
+    def __len__(self) -> int:
+        return -(-self._num_samples() // self.batch_size)
+
+    def order(self, epoch: int) -> Tensor:
+        """Sample indices of this process for ``epoch``."""
+        n = len(self.labels)
+        if self.shuffle:
+            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+            perm = torch.randperm(n, generator=gen)
+        else:
+            perm = torch.arange(n)
+        rank, world = self._shard()
+        if self.drop_uneven:
+            perm = perm[: n - n % world]
+        return perm[rank::world]
+
+    def __iter__(self):
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        idx = self.order(epoch)
+        if not self.shuffle and len(idx) == len(self.labels):
+            # unshuffled single process: contiguous slices are views, no copy
+            for i in range(0, len(idx), self.batch_size):
+                s = slice(i, i + self.batch_size)
+                yield self.x[s], self.onehot[s], self.labels[s]
+            return
+        for i in range(0, len(idx), self.batch_size):
+            b = idx[i : i + self.batch_size]
+            yield self.x[b], self.onehot[b], self.labels[b]
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """MNIST-format digits, standardized and flattened, as preloaded tensors.
+
+    Args:
+        dataset: ``MNIST``, ``FashionMNIST`` or ``KMNIST``.
+        data_dir: root folder; files live in ``<data_dir>/<dataset>/raw/``.
+        batch_size: training batch size per process.
+        val_size: images held out of the 60 000 training images for validation.
+        eval_batch_size: batch size for validation, test and the train-split report
+            (larger is faster and does not change any result).
+        seed: seeds the train/validation split and the per-epoch order; ``None``
+            takes the run's ``--seed_everything`` value.
+        predict_dir: folder of PNG/JPEG images for ``predict``.
+    """
+
+    def __init__(
+        self,
+        dataset: Literal["MNIST", "FashionMNIST", "KMNIST"] = "MNIST",
+        data_dir: str = "data/",
+        batch_size: int = 64,
+        val_size: int = 10_000,
+        eval_batch_size: int = 1000,
+        seed: Optional[int] = None,
+        predict_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.dataset, self.data_dir = dataset, data_dir
+        self.batch_size, self.val_size, self.eval_batch_size = batch_size, val_size, eval_batch_size
+        self._seed = seed
+        self.predict_dir = predict_dir
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.mean: float | None = None
+        self.std: float | None = None
+
+    @property
+    def seed(self) -> int:
+        if self._seed is not None:
+            return self._seed
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def prepare_data(self) -> None:
+        # Runs on one process: unpack or download before the others read.
+        for train in (True, False):
+            load_split(self.data_dir, self.dataset, train)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.splits:
+            return
+        images, labels = load_split(self.data_dir, self.dataset, train=True)
+        test_images, test_labels = load_split(self.data_dir, self.dataset, train=False)
+        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+        val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
+        train_x = images[train_idx].float().div_(255)
+        self.mean, self.std = train_x.mean().item(), train_x.std().item()
+        self.splits = {
+            "train": (self.standardize(train_x), labels[train_idx]),
+            "val": (self.standardize(images[val_idx].float().div_(255)), labels[val_idx]),
+            "test": (self.standardize(test_images.float().div_(255)), test_labels),
+        }
+
+    def standardize(self, x01: Tensor) -> Tensor:
+        """Pixels in [0, 1], any leading shape ``(N, 28, 28)`` → standardized ``(N, 784)``."""
+        return x01.sub(self.mean).div_(self.std).reshape(len(x01), -1)
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool) -> TensorBatches:
+        x, y = self.splits[split]
+        return TensorBatches(
+            x, y, batch_size, shuffle=shuffle, seed=self.seed, trainer=self.trainer, drop_uneven=shuffle
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.eval_batch_size, shuffle=False)
+
+    def eval_dataloader(self, split: str) -> TensorBatches:
+        """Unshuffled batches of any split (``train``, ``val`` or ``test``) for the final report."""
+        return self._batches(split, self.eval_batch_size, shuffle=False)
+
+    def state_dict(self) -> dict:
+        # Saved in checkpoints so that predict can standardize new images the same way.
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.mean, self.std = state_dict.get("mean"), state_dict.get("std")

@@ -1,0 +1,163 @@
+"""The networks: ``FeedForwardNet`` (hand-derived gradients only) and its ``nn.Sequential`` twin.
+
+Both expose the same interface:
+
+* ``logits(x)`` — the output layer's pre-activation, ``(batch, outputs)``;
+* ``forward(x)`` — ``output_activation(logits(x))``, the seed's ``forward_propagation``;
+* ``weights()`` — the weight matrices (what L1/L2 penalize; biases are not penalized);
+* ``predict(x)`` — the class with the highest output, the seed's ``predict``.
+
+Given the same initializer and seed they start from identical parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import functional as HF
+from .init import ParameterInitializer, make_generator
+
+__all__ = ["FeedForwardNet", "SequentialNet", "HIDDEN_ACTIVATIONS", "OUTPUT_ACTIVATIONS"]
+
+HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity")
+OUTPUT_ACTIVATIONS = ("softmax", "identity", "sigmoid")
+
+
+def check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(map(repr, allowed))}")
+
+
+def _check_sizes(inputs: int, hidden_layers: Sequence[int], outputs: int) -> list[int]:
+    sizes = [inputs, *hidden_layers, outputs]
+    if not hidden_layers or any(not isinstance(s, int) or s <= 0 for s in sizes):
+        raise ValueError(
+            f"hidden_layers={list(hidden_layers)!r} must be a non-empty list of positive integers "
+            f"(inputs={inputs!r}, outputs={outputs!r} positive too)"
+        )
+    return sizes
+
+
+class FeedForwardNet(nn.Module):
+    """A fully connected net built only from the hand-derived Functions of :mod:`src.functional`.
+
+    Parameters are ``W1, b1, …, W{L+1}, b{L+1}`` as in the seed, ``W_i`` shaped
+    ``(fan_out, fan_in)``.  Nothing on the path from input to loss uses an
+    autograd-derived gradient.
+    """
+
+    def __init__(
+        self,
+        inputs: int = 784,
+        hidden_layers: Sequence[int] = (500, 250, 100),
+        outputs: int = 10,
+        activation: str = "sigmoid",
+        output_activation: str = "softmax",
+        initialization: str = "glorot",
+        seed: int | torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        check_choice("activation", activation, HIDDEN_ACTIVATIONS)
+        check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        _check_sizes(inputs, hidden_layers, outputs)
+        self.activation, self.output_activation = activation, output_activation
+        self._g = HF.ACTIVATIONS[activation]
+        self._o = HF.ACTIVATIONS[output_activation]
+        params = ParameterInitializer(initialization).initialize_parameters(
+            inputs, hidden_layers, outputs, seed=make_generator(seed), dtype=dtype
+        )
+        for name, value in params.items():
+            self.register_parameter(name, nn.Parameter(value))
+        self.num_layers = len(hidden_layers) + 1
+
+    def layers(self) -> list[tuple[Tensor, Tensor]]:
+        return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.num_layers + 1)]
+
+    def weights(self) -> list[Tensor]:
+        return [w for w, _ in self.layers()]
+
+    def logits(self, x: Tensor) -> Tensor:
+        layers = self.layers()
+        for w, b in layers[:-1]:
+            x = self._g(HF.linear(x, w, b))
+        w, b = layers[-1]
+        return HF.linear(x, w, b)
+
+    def output_fn(self, logits: Tensor) -> Tensor:
+        """The output activation, applied to :meth:`logits`."""
+        return self._o(logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._o(self.logits(x))
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        return self.logits(x).argmax(-1)
+
+
+_TORCH_ACTIVATIONS = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "identity": nn.Identity,
+    "softmax": lambda: nn.Softmax(dim=-1),
+}
+
+
+class SequentialNet(nn.Module):
+    """The package twin: the same architecture from ``nn.Linear`` and torch activations.
+
+    ``self.net`` is a plain ``nn.Sequential`` ending with the output activation;
+    ``logits`` runs all but that last module.  The weights are copied from the
+    same :class:`~src.init.ParameterInitializer` draw as :class:`FeedForwardNet`.
+    """
+
+    def __init__(
+        self,
+        inputs: int = 784,
+        hidden_layers: Sequence[int] = (500, 250, 100),
+        outputs: int = 10,
+        activation: str = "sigmoid",
+        output_activation: str = "softmax",
+        initialization: str = "glorot",
+        seed: int | torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        check_choice("activation", activation, HIDDEN_ACTIVATIONS)
+        check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        sizes = _check_sizes(inputs, hidden_layers, outputs)
+        self.activation, self.output_activation = activation, output_activation
+        params = ParameterInitializer(initialization).initialize_parameters(
+            inputs, hidden_layers, outputs, seed=make_generator(seed), dtype=dtype
+        )
+        modules: list[nn.Module] = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+            layer = nn.Linear(fan_in, fan_out, dtype=dtype)
+            with torch.no_grad():
+                layer.weight.copy_(params[f"W{i}"])
+                layer.bias.copy_(params[f"b{i}"])
+            modules.append(layer)
+            modules.append(_TORCH_ACTIVATIONS[activation if i < len(sizes) - 1 else output_activation]())
+        self.net = nn.Sequential(*modules)
+
+    def weights(self) -> list[Tensor]:
+        return [m.weight for m in self.net if isinstance(m, nn.Linear)]
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.net[:-1](x)
+
+    def output_fn(self, logits: Tensor) -> Tensor:
+        """The output activation (the last module of ``self.net``), applied to :meth:`logits`."""
+        return self.net[-1](logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        return self.logits(x).argmax(-1)

@@ -1,0 +1,210 @@
+"""The LightningModule: one system owning the network, loss, optimizer, metrics and logging.
+
+The network itself is a plain ``nn.Module`` (:mod:`src.models`); this module
+picks the custom net or its ``nn.Sequential`` twin, and for each the matching
+loss and optimizer:
+
+==============  ======================================  ==============================
+implementation  loss                                    optimizer
+==============  ======================================  ==============================
+custom          :mod:`src.losses` (hand-derived)        :mod:`src.optim` GD / Adam
+sequential      ``torch.nn.functional`` + autograd      ``torch.optim`` SGD / Adam
+==============  ======================================  ==============================
+
+The weight penalty is part of the loss in both, so neither optimizer adds
+weight decay on top.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal, Optional
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from . import losses as HL
+from .metrics import build_report, report_metrics
+from .models import FeedForwardNet, SequentialNet, check_choice
+from .optim import OPTIMIZERS
+
+__all__ = ["MLPClassifier"]
+
+LOSS_CLASSES = {"cross_entropy": HL.CrossEntropyLoss, "mse": HL.SquaredErrorLoss}
+EVAL_SPLITS = ("train", "val", "test")
+
+
+class MLPClassifier(pl.LightningModule):
+    """A 784-…-10 perceptron for MNIST with hand-derived gradients (or its torch twin).
+
+    Args:
+        implementation: ``custom`` (our Functions, losses and optimizers) or
+            ``sequential`` (the ``nn.Sequential`` twin with torch losses and ``torch.optim``).
+        hidden_layers: sizes of the hidden layers.
+        activation: hidden activation.
+        output_activation: output activation (``softmax`` with ``cross_entropy`` is
+            computed fused from the logits, which is exact and overflow-free).
+        loss: ``cross_entropy`` (−Σ t log p, batch mean) or ``mse`` (mean over elements).
+        regularization: weight penalty ``none``, ``l1`` (α Σ|W|) or ``l2`` ((α/2) Σ W²).
+        alpha: penalty strength α ≥ 0.
+        initialization: ``random``, ``gaussian`` or ``glorot``.
+        optimizer: ``gd`` or ``adam``.
+        lr: learning rate.
+        betas: Adam's moment decay rates.
+        eps: Adam's ε.
+        inputs: input features (784 for 28×28 images).
+        outputs: classes.
+    """
+
+    def __init__(
+        self,
+        implementation: Literal["custom", "sequential"] = "custom",
+        hidden_layers: list[int] = [500, 250, 100],  # noqa: B006 (jsonargparse needs a literal default)
+        activation: Literal["sigmoid", "tanh", "relu", "identity"] = "sigmoid",
+        output_activation: Literal["softmax", "identity", "sigmoid"] = "softmax",
+        loss: Literal["cross_entropy", "mse"] = "cross_entropy",
+        regularization: Literal["none", "l1", "l2"] = "none",
+        alpha: float = 0.0,
+        initialization: Literal["random", "gaussian", "glorot"] = "glorot",
+        optimizer: Literal["gd", "adam"] = "gd",
+        lr: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        inputs: int = 784,
+        outputs: int = 10,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        check_choice("implementation", implementation, ("custom", "sequential"))
+        check_choice("loss", loss, tuple(LOSS_CLASSES))
+        check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
+        if loss == "cross_entropy" and output_activation == "identity":
+            raise ValueError(
+                "loss='cross_entropy' needs probabilities, but output_activation='identity' gives raw "
+                "scores whose log is undefined when negative; use output_activation 'softmax' or "
+                "'sigmoid', or loss 'mse'"
+            )
+        if not lr > 0 or lr == float("inf"):
+            raise ValueError(f"lr={lr!r} must be a positive finite number")
+        # Validates regularization and alpha with the seed's loss classes' own checks.
+        self.loss_fn = LOSS_CLASSES[loss](alpha=alpha, regularization=regularization)
+        net_cls = FeedForwardNet if implementation == "custom" else SequentialNet
+        self.net = net_cls(inputs, hidden_layers, outputs, activation, output_activation, initialization)
+        # softmax + cross-entropy is computed fused from the logits in both implementations
+        self.fused = loss == "cross_entropy" and output_activation == "softmax"
+
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.val_acc = MulticlassAccuracy(num_classes=outputs, average="micro")
+        self.eval_loss = MeanMetric()
+        self.eval_metrics = report_metrics(outputs)
+        #: which split ``test`` evaluates; set by the CLI for the train/val/test report
+        self.eval_split = "test"
+        #: filled by each ``test`` run: split → {"loss", "accuracy", "report"}
+        self.eval_results: dict[str, dict] = {}
+        self._epoch_start = 0.0
+
+    # ----------------------------------------------------------------- math
+    def forward(self, x: Tensor) -> Tensor:
+        """Class probabilities (the output activation applied), the seed's ``evaluate``."""
+        return self.net(x)
+
+    def compute_loss(self, x: Tensor, onehot: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """``(loss, logits)`` for one batch; the loss includes the weight penalty."""
+        logits = self.net.logits(x)
+        weights = self.net.weights()
+        if self.hparams.implementation == "custom":
+            if self.fused:
+                return self.loss_fn.from_logits(logits, onehot, weights), logits
+            return self.loss_fn(self.net.output_fn(logits), onehot, weights), logits
+        # the twin: torch's losses, differentiated by autograd
+        if self.fused:
+            data = F.cross_entropy(logits, labels)
+        else:
+            out = self.net.output_fn(logits)
+            if self.hparams.loss == "mse":
+                data = F.mse_loss(out, onehot)
+            else:
+                data = F.nll_loss(out.clamp_min(torch.finfo(out.dtype).tiny).log(), labels)
+        alpha = self.loss_fn.alpha
+        if self.loss_fn.regularization == "l1" and alpha:
+            data = data + alpha * sum(w.abs().sum() for w in weights)
+        elif self.loss_fn.regularization == "l2" and alpha:
+            data = data + 0.5 * alpha * sum(w.pow(2).sum() for w in weights)
+        return data, logits
+
+    # ------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        # Tiny gradients and Adam moments late in training turn subnormal, which is many
+        # times slower on CPUs; flushing them to zero changes no result that matters.
+        torch.set_flush_denormal(True)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, onehot, labels = batch
+        loss, _ = self.compute_loss(x, onehot, labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.train_loss.update(loss.detach(), len(x))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss_epoch", self.train_loss.compute())
+        self.train_loss.reset()
+        self.log("time/epoch_s", time.perf_counter() - self._epoch_start)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        x, onehot, labels = batch
+        loss, logits = self.compute_loss(x, onehot, labels)
+        self.val_loss.update(loss, len(x))
+        self.val_acc.update(logits.argmax(-1), labels)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True)
+        self.log("val/acc", self.val_acc.compute(), prog_bar=True)
+        self.val_loss.reset()
+        self.val_acc.reset()
+
+    # ------------------------------------------------------------ evaluation
+    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        x, onehot, labels = batch
+        loss, logits = self.compute_loss(x, onehot, labels)
+        self.eval_loss.update(loss, len(x))
+        self.eval_metrics.update(logits.argmax(-1), labels)
+
+    def on_test_epoch_end(self) -> None:
+        split = self.eval_split
+        loss = self.eval_loss.compute()
+        values = self.eval_metrics.compute()
+        self.log(f"{split}/loss", loss)
+        self.log(f"{split}/acc", values["accuracy"])
+        self.eval_results[split] = {
+            "loss": loss.item(),
+            "accuracy": values["accuracy"].item(),
+            "report": build_report(values),
+        }
+        self.eval_loss.reset()
+        self.eval_metrics.reset()
+
+    def predict_step(self, batch, batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.net(x)
+
+    # ------------------------------------------------------------ optimizer
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        params = self.net.parameters()
+        if hp.implementation == "custom":
+            if hp.optimizer == "gd":
+                return OPTIMIZERS["gd"](params, lr=hp.lr)
+            return OPTIMIZERS["adam"](params, lr=hp.lr, betas=hp.betas, eps=hp.eps)
+        # no weight_decay: the penalty is already in the loss
+        if hp.optimizer == "gd":
+            return torch.optim.SGD(params, lr=hp.lr)
+        return torch.optim.Adam(params, lr=hp.lr, betas=hp.betas, eps=hp.eps)
+
