@@ -56,6 +56,8 @@ class MLPClassifier(pl.LightningModule):
         lr: learning rate.
         betas: Adam's moment decay rates.
         eps: Adam's ε.
+        lr_schedule: ``constant``, or ``cosine`` (torch's ``CosineAnnealingLR``, stepped per
+            epoch, from ``lr`` down to 0 at ``--trainer.max_epochs``).
         inputs: input features (784 for 28×28 images).
         outputs: classes.
     """
@@ -71,9 +73,10 @@ class MLPClassifier(pl.LightningModule):
         alpha: float = 0.0,
         initialization: Literal["random", "gaussian", "glorot"] = "glorot",
         optimizer: Literal["gd", "adam"] = "gd",
-        lr: float = 0.1,
+        lr: float = 0.3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         inputs: int = 784,
         outputs: int = 10,
     ) -> None:
@@ -82,6 +85,7 @@ class MLPClassifier(pl.LightningModule):
         check_choice("implementation", implementation, ("custom", "sequential"))
         check_choice("loss", loss, tuple(LOSS_CLASSES))
         check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
+        check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
         if loss == "cross_entropy" and output_activation == "identity":
             raise ValueError(
                 "loss='cross_entropy' needs probabilities, but output_activation='identity' gives raw "
@@ -196,15 +200,16 @@ class MLPClassifier(pl.LightningModule):
         return self.net(x)
 
     # ------------------------------------------------------------ optimizer
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
         hp = self.hparams
         params = self.net.parameters()
+        adam = dict(lr=hp.lr, betas=hp.betas, eps=hp.eps)
         if hp.implementation == "custom":
-            if hp.optimizer == "gd":
-                return OPTIMIZERS["gd"](params, lr=hp.lr)
-            return OPTIMIZERS["adam"](params, lr=hp.lr, betas=hp.betas, eps=hp.eps)
-        # no weight_decay: the penalty is already in the loss
-        if hp.optimizer == "gd":
-            return torch.optim.SGD(params, lr=hp.lr)
-        return torch.optim.Adam(params, lr=hp.lr, betas=hp.betas, eps=hp.eps)
+            opt = OPTIMIZERS["gd"](params, lr=hp.lr) if hp.optimizer == "gd" else OPTIMIZERS["adam"](params, **adam)
+        else:  # no weight_decay: the penalty is already in the loss
+            opt = torch.optim.SGD(params, lr=hp.lr) if hp.optimizer == "gd" else torch.optim.Adam(params, **adam)
+        if hp.lr_schedule == "constant":
+            return opt
+        epochs = self.trainer.max_epochs if self._trainer is not None and self.trainer.max_epochs else 1
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)}
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -60,15 +60,24 @@ class CLI(LightningCLI):
         )
 
     def experiment_name(self) -> str:
-        cfg = self.config[self.subcommand]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.get("experiment"):
             return cfg["experiment"]
         configs = cfg.get("config") or []
         return Path(str(configs[-1])).stem if configs else "default"
 
     def instantiate_trainer(self, **kwargs):
-        if self._get(self.config_init, "trainer", default={}).get("logger") in (None, True):
+        config = self._get(self.config_init, "trainer", default={})
+        if config.get("logger") in (None, True):
             kwargs["logger"] = TensorBoardLogger(LOG_ROOT, name=self.experiment_name(), default_hp_metric=False)
+        callbacks = config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
+            # Redrawing the bar every step costs more than a training step here.
+            callbacks.append(TQDMProgressBar(refresh_rate=50))
+        kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
     # --------------------------------------------------------------- fit
@@ -129,17 +138,16 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
             "log_every_n_steps": 50,
             "callbacks": [
                 ModelCheckpoint(
-                    monitor="val/loss",
-                    mode="min",
+                    monitor="val/acc",
+                    mode="max",
                     save_last=True,
                     filename="best-epoch{epoch:02d}",
                     auto_insert_metric_name=False,
                 ),
-                TQDMProgressBar(refresh_rate=50),
             ],
         },
     )
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -24,3 +24,18 @@ def away_from_zero(*shape, gen, margin=0.1):
 def onehot(batch, classes, gen):
     labels = torch.randint(classes, (batch,), generator=gen)
     return torch.nn.functional.one_hot(labels, classes).to(torch.float64), labels
+
+
+from pathlib import Path  # noqa: E402
+import os  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT / "data"
+HAVE_REAL_MNIST = any((REAL_DATA / "MNIST" / "raw").glob("train-images-idx3-ubyte*"))
+
+#: Tests on the real MNIST copy.  Locally they skip (with the reason) when the copy is
+#: missing; under CI (CI=true) they always run, so a missing copy fails loudly.
+needs_real_mnist = pytest.mark.skipif(
+    not HAVE_REAL_MNIST and not os.environ.get("CI"),
+    reason="real MNIST not in data/MNIST/raw (scripts/setup.sh copies it)",
+)
