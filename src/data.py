@@ -28,8 +28,12 @@ from typing import Literal, Optional
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchvision import datasets
+
+from .checks import ConfigError, DataError, check_split_files, check_val_size
+from .images import load_folder
 
 __all__ = ["MNISTDataModule", "TensorBatches", "DATASETS", "prepare_raw_files"]
 
@@ -59,6 +63,8 @@ def prepare_raw_files(data_dir: str | Path, dataset: str = "MNIST") -> bool:
             with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             os.replace(tmp, target)
+        except (OSError, EOFError) as err:  # truncated or not gzip at all
+            raise DataError(f"{packed}: cannot be unpacked ({err}); delete it and copy or download it again") from err
         finally:
             tmp.unlink(missing_ok=True)
     return all((raw / name).exists() for name in _raw_names(dataset))
@@ -68,14 +74,22 @@ def load_split(data_dir: str | Path, dataset: str, train: bool) -> tuple[Tensor,
     """``(images uint8 (N, 28, 28), labels int64 (N,))`` of one official split."""
     cls = DATASETS[dataset]
     have_files = prepare_raw_files(data_dir, dataset)
+    raw = Path(data_dir) / dataset / "raw"
+    names = _raw_names(dataset)[:2] if train else _raw_names(dataset)[2:]
     try:
+        if have_files:  # header, length, image size, labels, checksum (src.checks), before torchvision reads
+            check_split_files(raw, tuple(names), dataset)
         ds = cls(str(data_dir), train=train, download=not have_files)
+        if not have_files:
+            check_split_files(raw, tuple(names), dataset)
+    except DataError:
+        raise
     except RuntimeError as err:
-        raw = Path(data_dir) / dataset / "raw"
-        raise RuntimeError(
+        raise DataError(
             f"{dataset} is not in {raw}/ and could not be downloaded. Expected the files "
-            f"{', '.join(_raw_names(dataset))} there (or the same names with .gz); online, "
-            f"torchvision downloads them by itself. Download error: {err}"
+            f"{', '.join(_raw_names(dataset))} there (or the same names with .gz); missing: "
+            f"{', '.join(n for n in _raw_names(dataset) if not (raw / n).exists()) or 'none'}. Offline, "
+            f"copy them there; online, torchvision downloads them by itself. Download error: {err}"
         ) from err
     return ds.data, ds.targets.long()
 
@@ -152,7 +166,8 @@ class MNISTDataModule(pl.LightningDataModule):
     Args:
         dataset: ``MNIST``, ``FashionMNIST`` or ``KMNIST``.
         data_dir: root folder; files live in ``<data_dir>/<dataset>/raw/``.
-        batch_size: training batch size per process.
+        batch_size: training batch size per process; under DDP one step takes
+            ``world_size × batch_size`` images (the effective batch).
         val_size: images held out of the 60 000 training images for validation.
         eval_batch_size: batch size for validation, test and the train-split report
             (larger is faster and does not change any result).
@@ -177,6 +192,8 @@ class MNISTDataModule(pl.LightningDataModule):
         self.batch_size, self.val_size, self.eval_batch_size = batch_size, val_size, eval_batch_size
         self._seed = seed
         self.predict_dir = predict_dir
+        self.predict_names: list[str] = []  # files read by setup("predict"), in batch order
+        self.predict_pixels: Tensor | None = None  # their pixels in [0, 1], (N, 28, 28)
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.mean: float | None = None
         self.std: float | None = None
@@ -189,14 +206,20 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Runs on one process: unpack or download before the others read.
+        if self.trainer is not None and self.trainer.state.fn == "predict":
+            return  # predict needs only the training mean and std, which the checkpoint holds
         for train in (True, False):
             load_split(self.data_dir, self.dataset, train)
 
     def setup(self, stage: Optional[str] = None) -> None:
+        if stage == "predict":
+            self.setup_predict()
+            return
         if self.splits:
             return
         images, labels = load_split(self.data_dir, self.dataset, train=True)
         test_images, test_labels = load_split(self.data_dir, self.dataset, train=False)
+        check_val_size(self.val_size, len(labels), self.dataset)
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
         train_x = images[train_idx].float().div_(255)
@@ -229,6 +252,25 @@ class MNISTDataModule(pl.LightningDataModule):
     def eval_dataloader(self, split: str) -> TensorBatches:
         """Unshuffled batches of any split (``train``, ``val`` or ``test``) for the final report."""
         return self._batches(split, self.eval_batch_size, shuffle=False)
+
+    def setup_predict(self) -> None:
+        """Read ``predict_dir``'s images in MNIST's format (:mod:`src.images`), warning of each skipped file."""
+        if self.predict_dir is None:
+            raise ConfigError("predict needs --data.predict_dir <a folder of PNG/JPEG digit images>")
+        try:
+            self.predict_names, self.predict_pixels, problems = load_folder(self.predict_dir)
+        except ValueError as err:  # no such folder, or not one usable image in it: the message names it
+            raise DataError(str(err)) from err
+        for problem in problems:
+            rank_zero_warn(f"skipped {problem}")
+
+    def predict_dataloader(self) -> TensorBatches:
+        # Called after the checkpoint (with the training mean and std) is restored; without one,
+        # the statistics come from the training split itself.
+        if self.mean is None or self.std is None:
+            self.setup("fit")
+        x = self.standardize(self.predict_pixels)
+        return TensorBatches(x, torch.zeros(len(x), dtype=torch.long), self.eval_batch_size)
 
     def state_dict(self) -> dict:
         # Saved in checkpoints so that predict can standardize new images the same way.

@@ -21,9 +21,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 from torch import Tensor
-from torch.autograd import Function
 
-from .functional import softmax
+from .functional import HandFunction, softmax
 
 __all__ = [
     "MSELoss",
@@ -47,7 +46,7 @@ __all__ = [
 REGULARIZATIONS = (None, "none", "l1", "l2")
 
 
-class MSELoss(Function):
+class MSELoss(HandFunction):
     """``L = (1/N) Σ (p − t)²``;  ``∂L/∂p = 2 (p − t) / N``,  ``∂L/∂t = −∂L/∂p``."""
 
     @staticmethod
@@ -67,7 +66,7 @@ class MSELoss(Function):
         return (d if ctx.needs_input_grad[0] else None), (-d if ctx.needs_input_grad[1] else None)
 
 
-class CrossEntropy(Function):
+class CrossEntropy(HandFunction):
     """``L = −(1/B) Σ t log p`` on probabilities ``p``.
 
     ``∂L/∂p = −t / (B p)``,  ``∂L/∂t = −log p / B``.
@@ -98,7 +97,7 @@ class CrossEntropy(Function):
         return grad_p, grad_t
 
 
-class SoftmaxCrossEntropy(Function):
+class SoftmaxCrossEntropy(HandFunction):
     """Fused softmax + cross-entropy on logits ``z`` (rows of ``t`` need not be one-hot).
 
     With ``log y = z − logsumexp(z)`` (finite for any finite ``z``)::
@@ -131,7 +130,7 @@ class SoftmaxCrossEntropy(Function):
         return grad_z, grad_t
 
 
-class L1Penalty(Function):
+class L1Penalty(HandFunction):
     """``P = α Σ_l Σ |W_l|``;  ``∂P/∂W_l = α sign(W_l)`` (0 at the kink, as ``torch.abs``)."""
 
     @staticmethod
@@ -149,7 +148,7 @@ class L1Penalty(Function):
         return (None, *(w.sign() * scale for w in ctx.saved_tensors))
 
 
-class L2Penalty(Function):
+class L2Penalty(HandFunction):
     """``P = (α/2) Σ_l Σ W_l²``;  ``∂P/∂W_l = α W_l``."""
 
     @staticmethod
@@ -167,7 +166,7 @@ class L2Penalty(Function):
         return (None, *(w * scale for w in ctx.saved_tensors))
 
 
-class Add(Function):
+class Add(HandFunction):
     """``s = a + b``;  ``∂s/∂a = ∂s/∂b = 1``.
 
     Trivial, but it keeps the path from the total loss to the parameters free of

@@ -28,6 +28,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from . import losses as HL
+from .checks import check_state_shapes
 from .metrics import build_report, report_metrics
 from .models import FeedForwardNet, SequentialNet, check_choice
 from .optim import OPTIMIZERS
@@ -100,6 +101,10 @@ class MLPClassifier(pl.LightningModule):
         self.net = net_cls(inputs, hidden_layers, outputs, activation, output_activation, initialization)
         # softmax + cross-entropy is computed fused from the logits in both implementations
         self.fused = loss == "cross_entropy" and output_activation == "softmax"
+        # Lightning's automatic optimization wraps every step in a closure and a dozen hook
+        # calls, which cost about as much as this small net's whole step on 2 CPU cores
+        # (BENCHMARKS.md); the step is written out in `training_step` instead.
+        self.automatic_optimization = False
 
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -149,18 +154,40 @@ class MLPClassifier(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
+        self._loss_sum = torch.zeros((), device=self.device)  # Σ batch loss · batch size, this epoch
+        self._loss_count = 0
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         x, onehot, labels = batch
+        # Manual optimization (see __init__): the whole step, as Lightning's docs write it.
+        opt = self.optimizers()
         loss, _ = self.compute_loss(x, onehot, labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.train_loss.update(loss.detach(), len(x))
-        return loss
+        opt.zero_grad()
+        self.manual_backward(loss)  # runs on_before_backward hooks; DDP all-reduces the gradients
+        opt.step()
+        detached = loss.detach()
+        self._loss_sum += detached * len(x)
+        self._loss_count += len(x)
+        # `self.log` costs about a millisecond per call here (Lightning moves its result
+        # state on every call), as much as the step's own arithmetic; the logger only writes
+        # every `log_every_n_steps` anyway, so log the step loss at that rate (BENCHMARKS.md).
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        if self.global_step % max(every, 1) == 0:  # global_step counts the steps taken so far
+            self.log("train/loss", detached, prog_bar=True, logger=False)
+            if self.logger is not None:
+                self.logger.log_metrics({"train/loss": detached.item()}, step=self.global_step)
+        return detached
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/loss_epoch", self.train_loss.compute())
+        # The epoch mean goes through torchmetrics once, which syncs it across DDP processes
+        # (equal on all ranks); sync_dist=True only tells Lightning so (its mean of equal values).
+        self.train_loss.update(self._loss_sum / max(self._loss_count, 1), self._loss_count)
+        self.log("train/loss_epoch", self.train_loss.compute(), sync_dist=True)
         self.train_loss.reset()
-        self.log("time/epoch_s", time.perf_counter() - self._epoch_start)
+        self.log("time/epoch_s", time.perf_counter() - self._epoch_start, sync_dist=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:  # manual optimization steps its schedulers itself
+            scheduler.step()
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         x, onehot, labels = batch
@@ -169,8 +196,8 @@ class MLPClassifier(pl.LightningModule):
         self.val_acc.update(logits.argmax(-1), labels)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/loss", self.val_loss.compute(), prog_bar=True)
-        self.log("val/acc", self.val_acc.compute(), prog_bar=True)
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=True)
+        self.log("val/acc", self.val_acc.compute(), prog_bar=True, sync_dist=True)
         self.val_loss.reset()
         self.val_acc.reset()
 
@@ -185,8 +212,8 @@ class MLPClassifier(pl.LightningModule):
         split = self.eval_split
         loss = self.eval_loss.compute()
         values = self.eval_metrics.compute()
-        self.log(f"{split}/loss", loss)
-        self.log(f"{split}/acc", values["accuracy"])
+        self.log(f"{split}/loss", loss, sync_dist=True)
+        self.log(f"{split}/acc", values["accuracy"], sync_dist=True)
         self.eval_results[split] = {
             "loss": loss.item(),
             "accuracy": values["accuracy"].item(),
@@ -198,6 +225,17 @@ class MLPClassifier(pl.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.net(x)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Before Lightning copies the tensors: one clear line naming both shapes if the
+        # checkpoint comes from another architecture (instead of load_state_dict's wall of text).
+        check_state_shapes(self.state_dict(), checkpoint.get("state_dict", {}))
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # Batches are already CPU tensors: skip Lightning's recursive walk when there is no move.
+        if device.type == "cpu" and all(t.device.type == "cpu" for t in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # ------------------------------------------------------------ optimizer
     def configure_optimizers(self):

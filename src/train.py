@@ -20,15 +20,21 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from argparse import ArgumentError
+from typing import NoReturn, Optional
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins import CheckpointIO
 
+from .callbacks import AtomicCheckpointIO, FiniteLossGuard, ResumableModelCheckpoint, RNGStateCallback
+from .checks import ConfigError, DataError, DivergenceError, check_config, one_line
 from .data import MNISTDataModule
 from .metrics import format_report
 from .module import EVAL_SPLITS, MLPClassifier
+from .predict import format_predictions, write_predictions
 
 __all__ = ["CLI", "main", "write_json_atomic"]
 
@@ -77,11 +83,46 @@ class CLI(LightningCLI):
         ):
             # Redrawing the bar every step costs more than a training step here.
             callbacks.append(TQDMProgressBar(refresh_rate=50))
+        # src.callbacks: stop on a NaN/inf loss; carry the random states in checkpoints
+        callbacks += [FiniteLossGuard(), RNGStateCallback()]
         kwargs["callbacks"] = callbacks
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())  # temp file + rename; loads with weights_only=True
+        kwargs["plugins"] = plugins
         return super().instantiate_trainer(**kwargs)
+
+    # ------------------------------------------------- configuration checks
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        # Ranges and combinations, before anything is built or written (src.checks).
+        cfg = self.config[self.config["subcommand"]] if self.config.get("subcommand") else self.config
+        check_config(cfg, self.config.get("subcommand"))
+        # LightningCLI next reads --ckpt_path's hyperparameters (they replace the --model.* values,
+        # so a resume rebuilds the checkpoint's architecture): refuse a damaged file in one line.
+        ckpt = cfg.get("ckpt_path")
+        if ckpt and Path(ckpt).is_file():
+            AtomicCheckpointIO().load_checkpoint(ckpt)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ConfigError:
+            raise
+        except ValueError as err:  # a class refused a value: its message names it
+            raise ConfigError(str(err)) from err
 
     # --------------------------------------------------------------- fit
     def before_fit(self) -> None:
+        # ddp_spawn / ddp_fork train in child processes that are gone when after_fit runs here,
+        # so the report could not be made: refuse before training (``ddp`` keeps every process).
+        start = getattr(self.trainer.strategy, "_start_method", "popen")
+        if start != "popen":
+            raise ConfigError(
+                f"a DDP strategy that starts processes by {start!r} (ddp_spawn, ddp_fork, ddp_notebook) is not "
+                "supported by fit: its processes end before the after-fit evaluation; use --trainer.strategy ddp"
+            )
         self._fit_start = time.perf_counter()
 
     def after_fit(self) -> None:
@@ -95,7 +136,9 @@ class CLI(LightningCLI):
             model.eval_split = split
             trainer.test(model, dataloaders=dm.eval_dataloader(split), ckpt_path=best, verbose=False)
         model.eval_split = "test"
-        if not trainer.is_global_zero:
+        # trainer.log_dir is a collective call under DDP (rank 0 broadcasts it): every rank asks.
+        run_dir = Path(trainer.log_dir)
+        if not trainer.is_global_zero:  # the metrics are synced: rank 0 alone writes the results
             return
         results = {
             split: {k: v for k, v in model.eval_results[split].items() if split != "val" or k != "report"}
@@ -110,7 +153,6 @@ class CLI(LightningCLI):
                 "config": self.config[self.subcommand].as_dict(),
             }
         )
-        run_dir = Path(trainer.log_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         for split in ("train", "test"):
             text = format_report(results[split]["report"])
@@ -121,10 +163,55 @@ class CLI(LightningCLI):
             f"test accuracy {results['test']['accuracy']:.4f}, wall time {results['wall_time_s']:.1f} s; "
             f"results in {run_dir / 'results.json'}"
         )
+        if isinstance(trainer.logger, TensorBoardLogger):
+            self._log_to_tensorboard(results)
+
+    def _log_to_tensorboard(self, results: dict) -> None:
+        """The confusion matrix, classification reports and hyperparameters (HParams metric: test accuracy)."""
+        from .report import log_to_tensorboard  # matplotlib is imported only here
+
+        # flat, like the hyperparameters Lightning logs at the start (module's and data module's)
+        params = {**self.datamodule.hparams, **self.model.hparams}
+        params = {k: v for k, v in params.items() if not k.startswith("_")}  # not the CLI's _instantiator
+        params.update(
+            experiment=self.experiment_name(),
+            max_epochs=self.trainer.max_epochs,
+            seed_everything=self.config[self.subcommand].get("seed_everything"),
+        )
+        log_to_tensorboard(self.trainer.logger, results, params, self.experiment_name())
+
+    # ----------------------------------------------------------- predict
+    def after_predict(self) -> None:
+        trainer, dm = self.trainer, self.datamodule
+        run_dir = Path(trainer.log_dir)  # a collective call under DDP: every rank asks
+        if not trainer.is_global_zero:
+            return
+        outputs = torch.cat(trainer.predict_loop.predictions)
+        path = write_predictions(run_dir / "predictions.csv", dm.predict_names, outputs)
+        print(f"\n{format_predictions(dm.predict_names, outputs)}predictions for {len(outputs)} images in {path}")
 
 
 def main(args: ArgsType = None, run: bool = True) -> CLI:
-    """The command-line entry point; ``args`` (a list of strings) lets tests call the real CLI."""
+    """The command-line entry point; ``args`` (a list of strings) lets tests call the real CLI.
+
+    A bad value (or a checkpoint of another architecture), a data problem or a diverged run ends
+    with one line on stderr and ``SystemExit``: status 2 for configuration errors (as argparse),
+    1 for data and divergence (:mod:`src.checks`).
+    """
+    try:
+        return _cli(args, run)
+    except (ArgumentError, ConfigError) as err:
+        _exit(err, 2)
+    except (DataError, DivergenceError) as err:
+        _exit(err, 1)
+
+
+def _exit(err: BaseException, status: int) -> NoReturn:
+    print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+    raise SystemExit(status) from err
+
+
+def _cli(args: ArgsType, run: bool) -> CLI:
     return CLI(
         MLPClassifier,
         MNISTDataModule,
@@ -132,12 +219,14 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
         run=run,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        # parse errors raise ArgumentError (main prints one line) instead of usage + exit
+        parser_kwargs={"exit_on_error": False},
         trainer_defaults={
             "max_epochs": 15,
             "accelerator": "cpu",
             "log_every_n_steps": 50,
             "callbacks": [
-                ModelCheckpoint(
+                ResumableModelCheckpoint(  # a ModelCheckpoint whose best score survives a resume
                     monitor="val/acc",
                     mode="max",
                     save_last=True,

@@ -1,0 +1,201 @@
+"""Lightning extensions that keep runs safe: stop on divergence, write checkpoints atomically, resume exactly.
+
+* :class:`FiniteLossGuard` — stops at the first step whose loss is NaN or infinite (before its
+  backward pass, so no checkpoint of broken weights is ever written);
+* :class:`RNGStateCallback` — saves and restores the torch / NumPy / Python random states;
+* :class:`ResumableModelCheckpoint` — a resumed run (which writes into a new ``version_N``) keeps
+  comparing with the interrupted run's best checkpoint, so it picks the same best checkpoint as an
+  uninterrupted run;
+* :class:`AtomicCheckpointIO` — writes each ``.ckpt`` to a temporary file in the same folder,
+  fsyncs and renames it, and loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from .checks import ConfigError, DivergenceError
+
+__all__ = ["FiniteLossGuard", "RNGStateCallback", "ResumableModelCheckpoint", "AtomicCheckpointIO"]
+
+
+def _lr(trainer: "pl.Trainer") -> float:
+    return trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+
+
+class FiniteLossGuard(Callback):
+    """Raise :class:`~src.checks.DivergenceError` at the first step whose loss is NaN or ±inf.
+
+    The check runs on the loss just before ``backward`` — one ``isfinite`` on a scalar, no
+    extra pass over the parameters — so the update that would spread the NaN into the weights
+    never happens.  An exception ends ``fit`` without a checkpoint (Lightning's
+    ``ModelCheckpoint`` saves only after validation), so ``best`` and ``last`` stay as they were.
+    A finite loss whose update still overflows is caught by the per-epoch parameter check before
+    the checkpoint callbacks run (Lightning runs checkpoint callbacks last).
+    """
+
+    def on_before_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            self._fail(trainer, f"the training loss is {loss.detach().float().item()}")
+
+    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.sanity_checking:
+            return
+        bad = [name for name, p in pl_module.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            self._fail(trainer, f"parameter {bad[0]} holds NaN or infinite values")
+
+    @staticmethod
+    def _fail(trainer: "pl.Trainer", what: str) -> None:
+        lr = _lr(trainer)
+        raise DivergenceError(
+            f"training diverged: {what} at step {trainer.global_step} (epoch {trainer.current_epoch}) "
+            f"with learning rate {lr:g}; stopped without saving a checkpoint (the previous ones are "
+            f"untouched); try a smaller --model.lr, e.g. {lr / 10:g}"
+        )
+
+
+class RNGStateCallback(Callback):
+    """Carry the torch, CUDA, NumPy and Python random states in checkpoints (as plain tensors and tuples).
+
+    Plain types, so checkpoints stay loadable with ``weights_only=True``.  Training here draws no
+    random numbers after the data order (which is seeded by ``(seed, epoch)``), but any future use
+    of the global generators (dropout, augmentation) then resumes exactly too.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},  # fmt: skip
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        n = state_dict["numpy"]
+        np.random.set_state(
+            (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        )
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class ResumableModelCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that writes ``last.ckpt`` every epoch and resumes its best-so-far into a new run folder.
+
+    Lightning's ``ModelCheckpoint`` forgets the best score when the resumed run writes into
+    another folder (each run gets a new ``version_N``), so the first epoch after the resume
+    would become "best" however bad; then the best checkpoint, and ``results.json`` computed
+    from it, would differ from an uninterrupted run.  Here the scores and paths come back
+    wherever the run writes; Lightning itself never deletes a checkpoint outside the current
+    folder, so the interrupted run's files stay as they are.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # the same key as a plain ModelCheckpoint, so checkpoints written before this class resume too
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._and_last(super().on_train_epoch_end, trainer, pl_module, on_train_epoch_end=True)
+
+    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._and_last(super().on_validation_end, trainer, pl_module, on_train_epoch_end=False)
+
+    def _and_last(self, hook: Callable, trainer: "pl.Trainer", pl_module: "pl.LightningModule", on_train_epoch_end: bool) -> None:
+        # Lightning (2.6) rewrites last.ckpt only when it also saved a new best; a run killed later
+        # would then resume from that older epoch.  Here last.ckpt follows every epoch's save point.
+        due = (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._should_save_on_train_epoch_end(trainer) == on_train_epoch_end
+        )
+        hook(trainer, pl_module)
+        saved_last = self._last_checkpoint_saved == self.last_model_path and self._last_global_step_saved == trainer.global_step
+        if due and not saved_last:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_model_score = state_dict["best_model_score"]
+        self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
+        self.kth_value = state_dict.get("kth_value", self.kth_value)
+        self.best_k_models = state_dict.get("best_k_models", self.best_k_models)
+        self.best_model_path = state_dict["best_model_path"]
+        if self.dirpath == state_dict.get("dirpath", self.dirpath):
+            self.last_model_path = state_dict.get("last_model_path", self.last_model_path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Save each checkpoint crash-safely and load it without running code.
+
+    Saving: ``torch.save`` into ``.<name>.<pid>.tmp`` beside the target, ``fsync``, then
+    ``os.replace`` (atomic on POSIX and Windows) and an ``fsync`` of the folder — a kill at any
+    moment leaves the old ``.ckpt`` or the new one, never a truncated file.  (Lightning's own
+    writer stages the file in the system temp folder and *moves* it, which is a copy, not a
+    rename, whenever that folder is on another file system.)  A stale ``.tmp`` left by a kill
+    is never read.
+
+    Loading: ``torch.load(weights_only=True)`` unless the caller asks otherwise, so a checkpoint
+    can hold tensors and plain Python values only; this project's checkpoints need nothing else.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if "://" in str(path):  # remote file systems: Lightning's own transactional writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"storage_options are not supported by {type(self).__name__}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def load_checkpoint(
+        self,
+        path,
+        map_location: Optional[Callable] = lambda storage, loc: storage,
+        weights_only: Optional[bool] = None,
+    ) -> dict[str, Any]:
+        try:
+            return super().load_checkpoint(path, map_location, weights_only=True if weights_only is None else weights_only)
+        except FileNotFoundError as err:
+            raise ConfigError(f"--ckpt_path={str(path)!r}: no such checkpoint file") from err
+        except pickle.UnpicklingError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"checkpoint {path} cannot be loaded safely (weights_only=True refuses it: {first}); "
+                "it is not a checkpoint of this project or it is damaged"
+            ) from err
+        except Exception as err:  # a truncated archive, a file that is no checkpoint at all, …
+            raise ConfigError(
+                f"checkpoint {path} is damaged or not a PyTorch checkpoint ({type(err).__name__}: {err})"
+            ) from err

@@ -1,0 +1,121 @@
+"""Your own digit images in MNIST's format: grayscale, light digit on black, 28×28, centered by mass.
+
+    python -m src.train predict --config configs/relu.yaml \\
+        --ckpt_path lightning_logs/relu/version_0/checkpoints/last.ckpt --data.predict_dir my_digits/
+
+MNIST's digits were fitted into a 20×20 box (aspect kept, anti-aliased) and
+placed in a 28×28 field so that their center of mass sits at its center
+(pixel (14, 14) in index coordinates, the mean over the test set).
+:func:`to_mnist` does the same to any picture of one digit:
+
+1. transparency is flattened onto a background that contrasts with the ink;
+2. grayscale; if the border is mostly light (ink on paper) the image is inverted;
+3. everything at or below the background level (the border's median, plus a
+   tenth of the contrast, which swallows paper texture and JPEG noise) goes to
+   0 and the ink is stretched to 0…255;
+4. the ink's bounding box is resized to fit 20×20 and pasted into 28×28 by mass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor
+
+__all__ = ["read_image", "to_mnist", "load_folder", "BOX", "SIZE"]
+
+SIZE = 28  #: MNIST's field
+BOX = 20  #: the box the digit is fitted into
+CENTER = 14.0  #: where MNIST's centers of mass lie (index coordinates)
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Open and fully decode one image; ``ValueError`` naming the file if it is not a readable image."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: a truncated or corrupt file fails here, not later
+            return ImageOps.exif_transpose(im)
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image (PIL cannot identify its format)") from None
+    except Exception as err:  # noqa: BLE001 (PIL's decoders raise many kinds on corrupt data)
+        raise ValueError(f"{path}: cannot read the image ({type(err).__name__}: {err})") from None
+
+
+def _to_gray(im: Image.Image) -> Image.Image:
+    """8-bit grayscale; transparent pixels take the opposite shade of the opaque ink."""
+    if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit grayscale PNG: convert("L") would clip
+        return im.convert("I").point(lambda v: v / 257).convert("L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        alpha, gray = rgba.getchannel("A"), rgba.convert("L")
+        if alpha.getextrema()[0] < 255:
+            ink = pil_to_tensor(gray)[pil_to_tensor(alpha) > 127]
+            shade = 255 if ink.numel() == 0 or ink.float().mean() < 128 else 0
+            return Image.composite(gray, Image.new("L", gray.size, shade), alpha)
+        return gray
+    return im.convert("L")
+
+
+def _background(im: Image.Image) -> float:
+    """The background's level: the median of the outer one-pixel frame (of all pixels if tiny)."""
+    g = pil_to_tensor(im)[0]
+    frame = g if min(g.shape) < 3 else torch.cat([g[0], g[-1], g[1:-1, 0], g[1:-1, -1]])
+    return frame.median().item()
+
+
+def to_mnist(im: Image.Image) -> Image.Image:
+    """One digit picture (any size, either polarity) → a 28×28 ``L`` image like MNIST's."""
+    gray = _to_gray(im)
+    if _background(gray) > 127:
+        gray = ImageOps.invert(gray)  # dark ink on light paper → light on dark, like MNIST
+    background, top = _background(gray), gray.getextrema()[1]
+    if top - background < 16:
+        raise ValueError("no digit found: the image is (nearly) uniform")
+    black = background + (top - background) / 10
+    # levels: ≤ black → 0, top → 255
+    gray = gray.point(lambda v: 0 if v <= black else round(255 * (v - black) / (top - black)))
+    digit = gray.crop(gray.getbbox())
+    scale = BOX / max(digit.size)
+    size = (max(1, round(digit.width * scale)), max(1, round(digit.height * scale)))
+    digit = digit.resize(size, Image.Resampling.LANCZOS)
+    mass = pil_to_tensor(digit)[0].double()
+    total = mass.sum()
+    if total == 0:
+        raise ValueError("no digit found after resizing")
+    cy = (mass.sum(1) * torch.arange(mass.shape[0])).sum() / total  # center of mass, (row, col)
+    cx = (mass.sum(0) * torch.arange(mass.shape[1])).sum() / total
+    left = min(max(round(CENTER - cx.item()), 0), SIZE - digit.width)
+    upper = min(max(round(CENTER - cy.item()), 0), SIZE - digit.height)
+    field = Image.new("L", (SIZE, SIZE), 0)
+    field.paste(digit, (left, upper))
+    return field
+
+
+def load_folder(folder: str | Path) -> tuple[list[str], Tensor, list[str]]:
+    """Every readable image in ``folder`` (sorted by name, hidden files skipped) in MNIST's format.
+
+    Returns ``(names, pixels, problems)``: ``pixels`` float ``(N, 28, 28)`` in [0, 1], and one
+    message naming the file for each file that was skipped.  ``ValueError`` if the folder is
+    missing or holds no usable image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"predict_dir={str(folder)!r} is not a folder")
+    names, images, problems = [], [], []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            img = to_mnist(read_image(path))
+        except ValueError as err:
+            msg = str(err)
+            problems.append(msg if msg.startswith(str(path)) else f"{path}: {msg}")
+            continue
+        names.append(path.name)
+        images.append(pil_to_tensor(img)[0].float().div_(255))
+    if not images:
+        detail = "; ".join(problems) if problems else "the folder is empty"
+        raise ValueError(f"no usable PNG/JPEG image in {folder}/ ({detail})")
+    return names, torch.stack(images), problems

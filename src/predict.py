@@ -1,0 +1,55 @@
+"""Predictions on your own digit images: ``predictions.csv`` and a short table.
+
+    python -m src.train predict --config configs/relu.yaml \\
+        --ckpt_path lightning_logs/relu/version_0/checkpoints/best-epoch14.ckpt --data.predict_dir my_digits/
+
+The images are read and converted to MNIST's format by :mod:`src.images` (through
+``MNISTDataModule.setup("predict")``) and standardized with the training split's mean and
+std, which the checkpoint carries; the CLI's ``after_predict`` calls :func:`write_predictions`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from torch import Tensor
+
+__all__ = ["write_predictions", "format_predictions"]
+
+
+def write_predictions(path: str | Path, names: list[str], outputs: Tensor) -> Path:
+    """Write ``file, predicted, probability, p0 … p9`` (one row per image) atomically; return the path.
+
+    ``outputs`` ``(N, classes)`` are the network's outputs, class probabilities with the
+    (default) softmax output; ``probability`` is the predicted class's.
+    """
+    if len(names) != len(outputs):
+        raise ValueError(f"{len(names)} file names but {len(outputs)} predictions")
+    path = Path(path)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "predicted", "probability", *(f"p{k}" for k in range(outputs.shape[1]))])
+    best, predicted = outputs.max(1)
+    for name, k, p, row in zip(names, predicted.tolist(), best.tolist(), outputs.tolist()):
+        writer.writerow([name, k, f"{p:.6f}", *(f"{v:.6f}" for v in row)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def format_predictions(names: list[str], outputs: Tensor, limit: int = 20) -> str:
+    """A short text table (file, predicted digit, its probability), at most ``limit`` rows."""
+    best, predicted = outputs.max(1)
+    width = max([len("file"), *(len(n) for n in names[:limit])])
+    lines = [f"{'file':<{width}}  predicted  probability"]
+    lines += [
+        f"{n:<{width}}  {k:>9}  {p:>11.4f}" for n, k, p in zip(names[:limit], predicted.tolist(), best.tolist())
+    ]
+    if len(names) > limit:
+        lines.append(f"… and {len(names) - limit} more")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,157 @@
+"""Predict on image files: MNIST-format conversion, then a briefly trained net through the real CLI."""
+
+import csv
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image, ImageOps
+from torchvision import datasets
+from torchvision.transforms.functional import pil_to_tensor
+
+from src.images import load_folder, to_mnist
+from src.train import main
+from tests.conftest import REAL_DATA, needs_real_mnist
+
+N_DIGITS = 80  # 20 of each kind of file
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny nets train fastest on one thread, and a busy shared CPU makes extra threads wait on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _mass_center(img: Image.Image) -> tuple[float, float]:
+    x = pil_to_tensor(img)[0].double()
+    r = torch.arange(28, dtype=torch.float64)
+    return ((x.sum(1) * r).sum() / x.sum()).item(), ((x.sum(0) * r).sum() / x.sum()).item()
+
+
+def _stroke(size=(90, 140), ink=0, paper=255, mode="L") -> Image.Image:
+    """A thick vertical bar (a "1") drawn off-center."""
+    im = Image.new(mode, size, paper)
+    im.paste(ink, (20, 30, 35, 120))
+    return im
+
+
+def test_to_mnist_fits_20x20_box_and_centers_by_mass():
+    out = to_mnist(_stroke())  # dark ink on light paper, off-center, 90×140
+    assert out.size == (28, 28) and out.mode == "L"
+    x = pil_to_tensor(out)[0]
+    rows, cols = x.gt(0).any(1).nonzero(), x.gt(0).any(0).nonzero()
+    assert rows.max() - rows.min() + 1 == 20  # the longer side fills the 20-pixel box
+    assert cols.max() - cols.min() + 1 < 6  # aspect kept: a thin bar stays thin
+    assert x.max() == 255 and x[0].max() == 0 and x[:, 0].max() == 0  # light on a black background
+    cy, cx = _mass_center(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    # the same digit light-on-dark, or drawn on a transparent background, gives the same image
+    assert torch.equal(pil_to_tensor(to_mnist(_stroke(ink=255, paper=0)))[0], x)
+    rgba = _stroke(ink=(0, 0, 0, 255), paper=(0, 0, 0, 0), mode="RGBA")
+    assert torch.equal(pil_to_tensor(to_mnist(rgba))[0], x)
+    sixteen = Image.fromarray(pil_to_tensor(_stroke())[0].numpy().astype("uint16") * 257)  # a 16-bit PNG's mode
+    assert sixteen.mode.startswith("I;16") and torch.equal(pil_to_tensor(to_mnist(sixteen))[0], x)
+
+
+def test_to_mnist_leaves_mnist_digits_nearly_unchanged():
+    test = datasets.MNIST(str(REAL_DATA), train=False) if (REAL_DATA / "MNIST" / "raw").is_dir() else None
+    if test is None:
+        pytest.skip("real MNIST not in data/MNIST/raw")
+    for i in range(20):
+        img, _ = test[i]
+        before, after = pil_to_tensor(img)[0].float(), pil_to_tensor(to_mnist(img))[0].float()
+        assert (before - after).abs().mean() < 0.15 * before.mean()
+
+
+def test_load_folder_reports_and_skips_bad_files(tmp_path):
+    _stroke().save(tmp_path / "one.png")
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    (tmp_path / "broken.png").write_bytes((tmp_path / "one.png").read_bytes()[:60])  # truncated
+    Image.new("L", (30, 30), 255).save(tmp_path / "blank.jpg")
+    names, pixels, problems = load_folder(tmp_path)
+    assert names == ["one.png"] and pixels.shape == (1, 28, 28)
+    assert len(problems) == 3
+    for name, why in [("broken.png", "cannot read"), ("notes.txt", "not an image"), ("blank.jpg", "no digit")]:
+        assert any(name in p and why in p for p in problems), (name, problems)
+    (tmp_path / "one.png").unlink()
+    with pytest.raises(ValueError, match="no usable PNG/JPEG image"):
+        load_folder(tmp_path)
+    with pytest.raises(ValueError, match="is not a folder"):
+        load_folder(tmp_path / "missing")
+
+
+def _write_digits(folder, images, labels) -> dict[str, int]:
+    """Test digits as files: as is, enlarged, inverted (ink on paper), and inverted + framed + JPEG."""
+    folder.mkdir()
+    truth = {}
+    for i in range(N_DIGITS):
+        img = Image.fromarray(images[i].numpy())
+        kind = i % 4
+        if kind == 1:
+            img = img.resize((112, 112), Image.Resampling.BICUBIC)
+        elif kind >= 2:
+            img = ImageOps.invert(img)
+        if kind == 3:
+            img = ImageOps.expand(img, border=20, fill=255).resize((150, 150), Image.Resampling.BICUBIC)
+        name = f"digit{i:02d}." + ("jpg" if kind == 3 else "png")
+        img.save(folder / name)
+        truth[name] = int(labels[i])
+    return truth
+
+
+@needs_real_mnist
+def test_predict_cli_on_image_files(tmp_path, monkeypatch, one_thread):
+    monkeypatch.chdir(tmp_path)
+    net = ["--model.hidden_layers", "[128]", "--model.activation", "relu", "--model.optimizer", "adam",
+           "--model.lr", "0.002", "--experiment", "p", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    main(["fit", *net, "--data.data_dir", str(REAL_DATA), "--trainer.max_epochs", "1",
+          "--trainer.limit_train_batches", "300", "--trainer.limit_val_batches", "2"])  # fmt: skip
+    run = tmp_path / "lightning_logs" / "p" / "version_0"
+    test_acc = json.loads((run / "results.json").read_text())["test"]["accuracy"]
+    assert test_acc > 0.9
+
+    test = datasets.MNIST(str(REAL_DATA), train=False)
+    truth = _write_digits(tmp_path / "mine", test.data, test.targets)
+    (tmp_path / "mine" / "notes.txt").write_text("shopping list\n")
+    (tmp_path / "mine" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
+
+    # No training data here: the mean and std must come from the checkpoint.
+    with pytest.warns(UserWarning) as record:
+        main(["predict", *net, "--data.data_dir", str(tmp_path / "no_data"), "--data.predict_dir", "mine",
+              "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])  # fmt: skip
+    skipped = [str(w.message) for w in record if "skipped" in str(w.message)]
+    assert len(skipped) == 2
+    assert any("corrupt.png" in m for m in skipped) and any("notes.txt" in m for m in skipped)
+
+    with open(tmp_path / "lightning_logs" / "p" / "version_1" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["file", "predicted", "probability", *(f"p{k}" for k in range(10))]
+    assert sorted(r["file"] for r in rows) == sorted(truth)
+    for r in rows:
+        probs = [float(r[f"p{k}"]) for k in range(10)]
+        assert abs(sum(probs) - 1) < 1e-4
+        assert int(r["predicted"]) == max(range(10), key=probs.__getitem__)
+        assert float(r["probability"]) == pytest.approx(max(probs), abs=1e-6)
+    correct = {r["file"]: int(r["predicted"]) == truth[r["file"]] for r in rows}
+    # every variant (as is, enlarged, inverted, inverted + framed JPEG) is read about as well as MNIST itself
+    for kind in range(4):
+        group = [ok for name, ok in correct.items() if int(name[5:7]) % 4 == kind]
+        assert sum(group) / len(group) >= 0.75, (kind, group)
+    assert sum(correct.values()) / len(correct) >= test_acc - 0.1
+
+
+def test_predict_cli_empty_or_missing_folder_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no digits here\n")
+    for folder, why in (("empty", r"no usable PNG/JPEG image in empty/ \(.*notes.txt: not an image"),
+                        ("missing", "predict_dir='missing' is not a folder")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            main(["predict", "--data.predict_dir", folder, "--trainer.enable_progress_bar", "false"])
+        assert exit_.value.code == 1
+        assert re.search(why, capsys.readouterr().err)
+    assert not list(tmp_path.glob("lightning_logs/*/*/predictions.csv"))
