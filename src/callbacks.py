@@ -38,10 +38,10 @@ class FiniteLossGuard(Callback):
 
     The check runs on the loss just before ``backward`` — one ``isfinite`` on a scalar, no
     extra pass over the parameters — so the update that would spread the NaN into the weights
-    never happens.  An exception ends ``fit`` without a checkpoint (Lightning's
-    ``ModelCheckpoint`` saves only after validation), so ``best`` and ``last`` stay as they were.
-    A finite loss whose update still overflows is caught by the per-epoch parameter check before
-    the checkpoint callbacks run (Lightning runs checkpoint callbacks last).
+    never happens.  An exception ends ``fit`` without a checkpoint (``ModelCheckpoint`` saves
+    only at the end of an epoch), so ``best`` and ``last`` stay as they were.  A finite loss whose
+    update still overflows is caught by the parameter check after each validation, which comes
+    before the epoch's checkpoint (Lightning runs checkpoint callbacks last).
     """
 
     def on_before_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", loss: torch.Tensor) -> None:

@@ -115,7 +115,9 @@ class MLPClassifier(pl.LightningModule):
         self.eval_split = "test"
         #: filled by each ``test`` run: split → {"loss", "accuracy", "report"}
         self.eval_results: dict[str, dict] = {}
-        self._epoch_start = 0.0
+        self._epoch_start = self._last_batch_end = 0.0
+        #: seconds of each epoch run by this process: the training pass, and with its validation
+        self.epoch_times: dict[str, list[float]] = {"train_epoch_s": [], "epoch_s": []}
 
     # ----------------------------------------------------------------- math
     def forward(self, x: Tensor) -> Tensor:
@@ -178,13 +180,19 @@ class MLPClassifier(pl.LightningModule):
                 self.logger.log_metrics({"train/loss": detached.item()}, step=self.global_step)
         return detached
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._last_batch_end = time.perf_counter()
+
     def on_train_epoch_end(self) -> None:
         # The epoch mean goes through torchmetrics once, which syncs it across DDP processes
         # (equal on all ranks); sync_dist=True only tells Lightning so (its mean of equal values).
         self.train_loss.update(self._loss_sum / max(self._loss_count, 1), self._loss_count)
         self.log("train/loss_epoch", self.train_loss.compute(), sync_dist=True)
         self.train_loss.reset()
-        self.log("time/epoch_s", time.perf_counter() - self._epoch_start, sync_dist=True)
+        now = time.perf_counter()
+        self.epoch_times["train_epoch_s"].append(self._last_batch_end - self._epoch_start)
+        self.epoch_times["epoch_s"].append(now - self._epoch_start)
+        self.log("time/epoch_s", now - self._epoch_start, sync_dist=True)
         scheduler = self.lr_schedulers()
         if scheduler is not None:  # manual optimization steps its schedulers itself
             scheduler.step()
