@@ -122,7 +122,8 @@ class Sigmoid(HandFunction):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         (y,) = ctx.saved_tensors
-        return grad * y * (1 - y)
+        gy = grad * y
+        return torch.addcmul(gy, gy, y, value=-1)  # g·y − g·y·y = g·σ(1 − σ), in two kernels
 
 
 class Tanh(HandFunction):
@@ -139,7 +140,7 @@ class Tanh(HandFunction):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         (y,) = ctx.saved_tensors
-        return grad * (1 - y * y)
+        return torch.addcmul(grad, grad * y, y, value=-1)  # g − g·y·y = g·(1 − tanh²), in two kernels
 
 
 class Softmax(HandFunction):

@@ -104,7 +104,7 @@ def load_folder(folder: str | Path) -> tuple[list[str], Tensor, list[str]]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"predict_dir={str(folder)!r} is not a folder")
+        raise ValueError(f"--data.predict_dir={str(folder)!r} is not a folder")
     names, images, problems = [], [], []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:

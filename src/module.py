@@ -220,8 +220,11 @@ class MLPClassifier(pl.LightningModule):
         split = self.eval_split
         loss = self.eval_loss.compute()
         values = self.eval_metrics.compute()
-        self.log(f"{split}/loss", loss, sync_dist=True)
-        self.log(f"{split}/acc", values["accuracy"], sync_dist=True)
+        # the test split logs as test/*; the best checkpoint's train and val figures go under
+        # final/* so they do not land on the training curves (train/loss, val/loss)
+        prefix = "test/" if split == "test" else f"final/{split}_"
+        self.log(f"{prefix}loss", loss, sync_dist=True)
+        self.log(f"{prefix}acc", values["accuracy"], sync_dist=True)
         self.eval_results[split] = {
             "loss": loss.item(),
             "accuracy": values["accuracy"].item(),

@@ -149,7 +149,7 @@ def test_predict_cli_empty_or_missing_folder_is_an_error(tmp_path, monkeypatch, 
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no digits here\n")
     for folder, why in (("empty", r"no usable PNG/JPEG image in empty/ \(.*notes.txt: not an image"),
-                        ("missing", "predict_dir='missing' is not a folder")):  # fmt: skip
+                        ("missing", "--data.predict_dir='missing' is not a folder")):  # fmt: skip
         with pytest.raises(SystemExit) as exit_:
             main(["predict", "--data.predict_dir", folder, "--trainer.enable_progress_bar", "false"])
         assert exit_.value.code == 1
