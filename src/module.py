@@ -168,7 +168,7 @@ class MLPClassifier(pl.LightningModule):
         self.manual_backward(loss)  # runs on_before_backward hooks; DDP all-reduces the gradients
         opt.step()
         detached = loss.detach()
-        self._loss_sum += detached * len(x)
+        self._loss_sum.add_(detached * len(x))
         self._loss_count += len(x)
         # `self.log` costs about a millisecond per call here (Lightning moves its result
         # state on every call), as much as the step's own arithmetic; the logger only writes
