@@ -151,7 +151,8 @@ class MLPClassifier(pl.LightningModule):
     # ------------------------------------------------------------- training
     def on_fit_start(self) -> None:
         # Tiny gradients and Adam moments late in training turn subnormal, which is many
-        # times slower on CPUs; flushing them to zero changes no result that matters.
+        # times slower on CPUs; flushing them to zero changes no result that matters. (This
+        # reaches only threads started later: `src.train.main` sets it before any start.)
         torch.set_flush_denormal(True)
 
     def on_train_epoch_start(self) -> None:

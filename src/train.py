@@ -199,6 +199,10 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
     with one line on stderr and ``SystemExit``: status 2 for configuration errors (as argparse),
     1 for data and divergence (:mod:`src.checks`).
     """
+    # Flush subnormal floats to zero (tiny gradients and Adam moments late in training are many
+    # times slower to compute on CPUs otherwise). The flag is per thread and PyTorch's worker
+    # threads copy it when they start, so it is set here, before any parallel op starts them.
+    torch.set_flush_denormal(True)
     try:
         return _cli(args, run)
     except (ArgumentError, ConfigError) as err:
