@@ -6,9 +6,11 @@ gradient per input).  The derivative is written in each docstring and
 ``backward`` reads like it.  Model code calls the lowercase wrappers
 (:func:`linear`, :func:`relu`, ...), never ``.apply``.
 
-All backward passes are built from differentiable tensor ops on saved tensors,
-so each Function is twice differentiable; ``tests/test_functional.py`` checks
-that with ``gradgradcheck``.
+All per-op backward passes are built from differentiable tensor ops on saved
+tensors, so each of those Functions is twice differentiable;
+``tests/test_functional.py`` checks that with ``gradgradcheck``.
+:class:`FeedForward` chains the same math for a whole net in one node (the
+network's default path, ``once_differentiable``).
 
 Shapes: ``x`` is ``(batch, in_features)``, ``weight`` is
 ``(out_features, in_features)`` like :class:`torch.nn.Linear`.
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.autograd import Function
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "HandFunction",
@@ -31,6 +34,8 @@ __all__ = [
     "Tanh",
     "Softmax",
     "Identity",
+    "FeedForward",
+    "feed_forward",
     "linear",
     "relu",
     "sigmoid",
@@ -103,9 +108,14 @@ class ReLU(HandFunction):
         ctx.save_for_backward(output)
 
     @staticmethod
+    def derivative(grad: Tensor, y: Tensor) -> Tensor:
+        """``grad ⊙ relu'``, from the output ``y``."""
+        return grad * (y > 0)
+
+    @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         (y,) = ctx.saved_tensors
-        return grad * (y > 0)
+        return ReLU.derivative(grad, y)
 
 
 class Sigmoid(HandFunction):
@@ -120,10 +130,15 @@ class Sigmoid(HandFunction):
         ctx.save_for_backward(output)
 
     @staticmethod
+    def derivative(grad: Tensor, y: Tensor) -> Tensor:
+        """``grad ⊙ σ'``, from the output ``y``: g·y − g·y·y = g·σ(1 − σ), in two kernels."""
+        gy = grad * y
+        return torch.addcmul(gy, gy, y, value=-1)
+
+    @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         (y,) = ctx.saved_tensors
-        gy = grad * y
-        return torch.addcmul(gy, gy, y, value=-1)  # g·y − g·y·y = g·σ(1 − σ), in two kernels
+        return Sigmoid.derivative(grad, y)
 
 
 class Tanh(HandFunction):
@@ -138,9 +153,14 @@ class Tanh(HandFunction):
         ctx.save_for_backward(output)
 
     @staticmethod
+    def derivative(grad: Tensor, y: Tensor) -> Tensor:
+        """``grad ⊙ tanh'``, from the output ``y``: g − g·y·y = g·(1 − tanh²), in two kernels."""
+        return torch.addcmul(grad, grad * y, y, value=-1)
+
+    @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         (y,) = ctx.saved_tensors
-        return torch.addcmul(grad, grad * y, y, value=-1)  # g − g·y·y = g·(1 − tanh²), in two kernels
+        return Tanh.derivative(grad, y)
 
 
 class Softmax(HandFunction):
@@ -184,8 +204,95 @@ class Identity(HandFunction):
         pass
 
     @staticmethod
+    def derivative(grad: Tensor, y: Tensor) -> Tensor:
+        """``grad ⊙ 1``."""
+        return grad
+
+    @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         return grad
+
+
+class FeedForward(HandFunction):
+    """A whole fully connected net in one node: the seed's ``forward_propagation`` and ``backPropogation``.
+
+    Forward, for layers ``l = 1 … L`` with ``h₀ = x``::
+
+        h_l = g(h_{l−1} W_lᵀ + b_l)   (l < L),      logits = h_{L−1} W_Lᵀ + b_L
+
+    Backward, from ``δ_L = ∂L/∂logits`` down::
+
+        ∂L/∂W_l = δ_lᵀ h_{l−1},   ∂L/∂b_l = Σ_batch δ_l,   δ_{l−1} = (δ_l W_l) ⊙ g'(h_{l−1})
+
+    the same products and activation derivatives as chaining :class:`Linear` and the activation
+    Functions (``derivative`` of each, from the saved outputs ``h_l``), so the results are equal
+    to the last bit, but one autograd node instead of ``2L − 1``: on this small net the Python
+    overhead of the separate nodes is a tenth of a training step (BENCHMARKS.md).
+
+    ``forward`` returns ``(logits, h₁, …, h_{L−1})``: the split form can only save inputs and
+    outputs, so the hidden outputs leave as extra, non-differentiable outputs, which
+    :func:`feed_forward` drops.  That cuts the graph through them for double backward, so this
+    node is ``once_differentiable`` (the per-op Functions are twice differentiable).
+    """
+
+    @staticmethod
+    def forward(x: Tensor, activation: str, *params: Tensor) -> tuple[Tensor, ...]:
+        g = _HIDDEN[activation]
+        hidden = []
+        h = x
+        layers = len(params) // 2
+        for i in range(layers):
+            z = torch.addmm(params[2 * i + 1], h, params[2 * i].t())  # (batch, out)
+            if i == layers - 1:
+                return (z, *hidden)
+            h = g.forward(z) if g is not Identity else z
+            hidden.append(h)
+        raise ValueError("FeedForward needs at least one (weight, bias) pair")
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        x, activation, *params = inputs
+        hidden = output[1:]
+        ctx.mark_non_differentiable(*hidden)
+        ctx.set_materialize_grads(False)
+        ctx.derivative = _HIDDEN[activation].derivative
+        ctx.layers = len(params) // 2
+        ctx.save_for_backward(x, *params, *hidden)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor, *_hidden_grads: None):
+        x, *saved = ctx.saved_tensors
+        layers = ctx.layers
+        if grad is None:  # the logits were not used (grads are not materialized as zeros)
+            return (None, None) + (None,) * (2 * layers)
+        params, hidden = saved[: 2 * layers], saved[2 * layers :]
+        needs = ctx.needs_input_grad
+        grads: list[Tensor | None] = [None] * (2 * layers)
+        grad_x = None
+        delta = grad  # δ_L: (batch, outputs)
+        for i in range(layers - 1, -1, -1):
+            h_in = hidden[i - 1] if i > 0 else x
+            if needs[2 + 2 * i]:
+                grads[2 * i] = delta.t().mm(h_in)  # (out, in)
+            if needs[3 + 2 * i]:
+                grads[2 * i + 1] = delta.sum(0)  # (out,)
+            if i > 0:
+                delta = ctx.derivative(delta.mm(params[2 * i]), h_in)  # δ_{l−1}: (batch, in)
+            elif needs[0]:
+                grad_x = delta.mm(params[0])
+        return (grad_x, None, *grads)
+
+
+_HIDDEN = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "identity": Identity}
+
+
+def feed_forward(x: Tensor, activation: str, params: list[Tensor]) -> Tensor:
+    """Logits of the net ``params = [W1, b1, …, WL, bL]`` with hidden ``activation``, in one node.
+
+    See :class:`FeedForward`; equal to chaining :func:`linear` and the activation.
+    """
+    return FeedForward.apply(x, activation, *params)[0]
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

@@ -123,8 +123,10 @@ class SoftmaxCrossEntropy(HandFunction):
         scale = grad / logits.shape[0]
         grad_z = grad_t = None
         if ctx.needs_input_grad[0]:
-            y = softmax(logits)  # our Function, so double backward stays hand-derived
-            grad_z = (y * target.sum(-1, keepdim=True) - target) * scale
+            if torch.is_grad_enabled():  # double backward: build it from our own Functions
+                grad_z = (softmax(logits) * target.sum(-1, keepdim=True) - target) * scale
+            else:  # the usual case: the same formula in place, on a fresh softmax
+                grad_z = torch.softmax(logits, -1).mul_(target.sum(-1, keepdim=True)).sub_(target).mul_(scale)
         if ctx.needs_input_grad[1]:
             grad_t = -(logits - logits.logsumexp(-1, keepdim=True)) * scale
         return grad_z, grad_t

@@ -47,6 +47,11 @@ class FeedForwardNet(nn.Module):
     Parameters are ``W1, b1, …, W{L+1}, b{L+1}`` as in the seed, ``W_i`` shaped
     ``(fan_out, fan_in)``.  Nothing on the path from input to loss uses an
     autograd-derived gradient.
+
+    ``fused`` (the default) computes the logits with :class:`~src.functional.FeedForward`,
+    the whole net in one node; ``fused=False`` chains :func:`~src.functional.linear` and the
+    activation Function per layer.  Both give the same numbers (tests check it); the fused
+    node is faster (BENCHMARKS.md), the chain shows each op's node in the graph.
     """
 
     def __init__(
@@ -59,12 +64,14 @@ class FeedForwardNet(nn.Module):
         initialization: str = "glorot",
         seed: int | torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         check_choice("activation", activation, HIDDEN_ACTIVATIONS)
         check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
         _check_sizes(inputs, hidden_layers, outputs)
         self.activation, self.output_activation = activation, output_activation
+        self.fused = fused
         self._g = HF.ACTIVATIONS[activation]
         self._o = HF.ACTIVATIONS[output_activation]
         params = ParameterInitializer(initialization).initialize_parameters(
@@ -73,14 +80,17 @@ class FeedForwardNet(nn.Module):
         for name, value in params.items():
             self.register_parameter(name, nn.Parameter(value))
         self.num_layers = len(hidden_layers) + 1
+        self._names = list(params)  # W1, b1, …: in the order FeedForward takes them
 
     def layers(self) -> list[tuple[Tensor, Tensor]]:
         return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.num_layers + 1)]
 
     def weights(self) -> list[Tensor]:
-        return [w for w, _ in self.layers()]
+        return [self._parameters[f"W{i}"] for i in range(1, self.num_layers + 1)]
 
     def logits(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return HF.feed_forward(x, self.activation, [self._parameters[n] for n in self._names])
         layers = self.layers()
         for w, b in layers[:-1]:
             x = self._g(HF.linear(x, w, b))

@@ -96,3 +96,36 @@ def test_backward_nodes_are_ours(name):
     x = torch.randn(2, 3, requires_grad=True)
     y = HF.ACTIVATIONS[name](x)
     assert type(y.grad_fn).__name__ == f"{name.capitalize() if name != 'relu' else 'ReLU'}Backward"
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "identity"])
+def test_feed_forward_gradcheck(activation, gen):
+    x = randn(6, 5, gen=gen)
+    params = [randn(4, 5, gen=gen), randn(4, gen=gen), randn(3, 4, gen=gen), randn(3, gen=gen),
+              randn(2, 3, gen=gen), randn(2, gen=gen)]  # fmt: skip
+    assert gradcheck(lambda x, *p: HF.feed_forward(x, activation, list(p)), (x, *params))
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "identity"])
+def test_feed_forward_equals_the_per_op_chain(activation, gen):
+    """The one-node net gives the per-op chain's logits and gradients to the last bit."""
+    x = randn(16, 8, gen=gen)
+    params = [randn(6, 8, gen=gen), randn(6, gen=gen), randn(5, 6, gen=gen), randn(5, gen=gen),
+              randn(3, 5, gen=gen), randn(3, gen=gen)]  # fmt: skip
+    g = torch.randn(16, 3, generator=gen, dtype=torch.float64)
+    fused = HF.feed_forward(x, activation, params)
+    h = x
+    for i in range(0, 4, 2):
+        h = HF.ACTIVATIONS[activation](HF.linear(h, params[i], params[i + 1]))
+    chain = HF.linear(h, params[4], params[5])
+    assert torch.equal(fused, chain)
+    for a, b in zip(torch.autograd.grad(fused, (x, *params), g), torch.autograd.grad(chain, (x, *params), g)):
+        assert torch.equal(a, b)
+
+
+def test_feed_forward_is_once_differentiable(gen):
+    x = randn(4, 3, gen=gen)
+    w, b = randn(2, 3, gen=gen), randn(2, gen=gen)
+    (gx,) = torch.autograd.grad(HF.feed_forward(x, "tanh", [w, b]).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):  # once_differentiable: no graph to differentiate again
+        gx.sum().backward()

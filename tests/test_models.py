@@ -86,17 +86,19 @@ def _walk(fn, seen=None):
 OURS = {
     "LinearBackward", "ReLUBackward", "SigmoidBackward", "TanhBackward", "SoftmaxBackward", "IdentityBackward",
     "MSELossBackward", "CrossEntropyBackward", "SoftmaxCrossEntropyBackward", "L1PenaltyBackward",
-    "L2PenaltyBackward", "AddBackward", "AccumulateGrad",
+    "L2PenaltyBackward", "AddBackward", "FeedForwardBackward", "AccumulateGrad",
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "per-op"])
 @pytest.mark.parametrize("setting", SETTINGS, ids=IDS)
-def test_custom_graph_holds_only_hand_derived_nodes(setting):
+def test_custom_graph_holds_only_hand_derived_nodes(setting, fused):
     custom, twin = _pair(setting)
+    custom.net.fused = fused
     loss, _ = custom.compute_loss(*_batch())
     names = {type(f).__name__ for f in _walk(loss.grad_fn)}
     assert names <= OURS, names - OURS
-    assert "LinearBackward" in names and "AccumulateGrad" in names
+    assert ("FeedForwardBackward" if fused else "LinearBackward") in names and "AccumulateGrad" in names
     # the walk does see autograd's own nodes when they are there: the twin is all autograd
     twin_loss, _ = twin.compute_loss(*_batch())
     assert {type(f).__name__ for f in _walk(twin_loss.grad_fn)} - OURS
