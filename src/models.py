@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as HF
-from .init import ParameterInitializer, make_generator
+from .init import ParameterInitializer
 
 __all__ = ["FeedForwardNet", "SequentialNet", "HIDDEN_ACTIVATIONS", "OUTPUT_ACTIVATIONS"]
 
@@ -39,6 +39,25 @@ def _check_sizes(inputs: int, hidden_layers: Sequence[int], outputs: int) -> lis
             f"(inputs={inputs!r}, outputs={outputs!r} positive too)"
         )
     return sizes
+
+
+def _initial_parameters(
+    inputs: int,
+    hidden_layers: Sequence[int],
+    outputs: int,
+    activation: str,
+    output_activation: str,
+    initialization: str,
+    seed: int | torch.Generator | None,
+    dtype: torch.dtype,
+) -> dict[str, Tensor]:
+    """Validate a net's arguments and draw its ``W1, b1, …`` (shared by both nets, so twins start equal)."""
+    check_choice("activation", activation, HIDDEN_ACTIVATIONS)
+    check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+    _check_sizes(inputs, hidden_layers, outputs)
+    return ParameterInitializer(initialization).initialize_parameters(
+        inputs, hidden_layers, outputs, seed=seed, dtype=dtype
+    )
 
 
 class FeedForwardNet(nn.Module):
@@ -67,16 +86,13 @@ class FeedForwardNet(nn.Module):
         fused: bool = True,
     ) -> None:
         super().__init__()
-        check_choice("activation", activation, HIDDEN_ACTIVATIONS)
-        check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
-        _check_sizes(inputs, hidden_layers, outputs)
+        params = _initial_parameters(
+            inputs, hidden_layers, outputs, activation, output_activation, initialization, seed, dtype
+        )
         self.activation, self.output_activation = activation, output_activation
         self.fused = fused
         self._g = HF.ACTIVATIONS[activation]
         self._o = HF.ACTIVATIONS[output_activation]
-        params = ParameterInitializer(initialization).initialize_parameters(
-            inputs, hidden_layers, outputs, seed=make_generator(seed), dtype=dtype
-        )
         for name, value in params.items():
             self.register_parameter(name, nn.Parameter(value))
         self.num_layers = len(hidden_layers) + 1
@@ -138,13 +154,11 @@ class SequentialNet(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        check_choice("activation", activation, HIDDEN_ACTIVATIONS)
-        check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
-        sizes = _check_sizes(inputs, hidden_layers, outputs)
-        self.activation, self.output_activation = activation, output_activation
-        params = ParameterInitializer(initialization).initialize_parameters(
-            inputs, hidden_layers, outputs, seed=make_generator(seed), dtype=dtype
+        params = _initial_parameters(
+            inputs, hidden_layers, outputs, activation, output_activation, initialization, seed, dtype
         )
+        sizes = [inputs, *hidden_layers, outputs]
+        self.activation, self.output_activation = activation, output_activation
         modules: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
             layer = nn.Linear(fan_in, fan_out, dtype=dtype)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 from torch import Tensor
+
+from .files import write_text_atomic
 
 __all__ = ["write_predictions", "format_predictions"]
 
@@ -36,10 +37,7 @@ def write_predictions(path: str | Path, names: list[str], outputs: Tensor) -> Pa
     for name, k, p, row in zip(names, predicted.tolist(), best.tolist(), outputs.tolist()):
         writer.writerow([name, k, f"{p:.6f}", *(f"{v:.6f}" for v in row)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, buf.getvalue())
 
 
 def format_predictions(names: list[str], outputs: Tensor, limit: int = 20) -> str:

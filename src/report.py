@@ -26,6 +26,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
+from .files import write_text_atomic
 from .metrics import format_report
 
 __all__ = [
@@ -193,12 +194,6 @@ def _save_png(fig: Figure, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------- report
 def _num(value: Optional[float], seed: Optional[float] = None, digits: int = 4) -> str:
     text = "—" if value is None else f"{value:.{digits}f}"
@@ -275,7 +270,7 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
         for split in ("train", "test"):
             md += [f"{split.capitalize()} classification report:", "", "```", format_report(r[split]["report"]).rstrip(), "```", ""]
     path = out_dir / "REPORT.md"
-    _write_text_atomic(path, "\n".join(md))
+    write_text_atomic(path, "\n".join(md))
     return path
 
 

@@ -16,7 +16,6 @@ into the run folder.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from lightning.pytorch.plugins import CheckpointIO
 from .callbacks import AtomicCheckpointIO, FiniteLossGuard, ResumableModelCheckpoint, RNGStateCallback
 from .checks import ConfigError, DataError, DivergenceError, check_config, one_line
 from .data import MNISTDataModule
+from .files import write_text_atomic
 from .metrics import format_report
 from .module import EVAL_SPLITS, MLPClassifier
 from .predict import format_predictions, write_predictions
@@ -42,16 +42,8 @@ LOG_ROOT = "lightning_logs"
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temporary file and rename it, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """``obj`` as indented JSON, written atomically (:func:`src.files.write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 class CLI(LightningCLI):
@@ -157,7 +149,7 @@ class CLI(LightningCLI):
         run_dir.mkdir(parents=True, exist_ok=True)
         for split in ("train", "test"):
             text = format_report(results[split]["report"])
-            _write_text_atomic(run_dir / f"{split}_report.txt", text)
+            write_text_atomic(run_dir / f"{split}_report.txt", text)
             print(f"\n{split.capitalize()} classification report ({self.experiment_name()}):\n{text}")
         write_json_atomic(run_dir / "results.json", results)
         print(
