@@ -35,7 +35,7 @@ from torchvision import datasets
 from .checks import ConfigError, DataError, check_split_files, check_val_size
 from .images import load_folder
 
-__all__ = ["MNISTDataModule", "TensorBatches", "DATASETS", "prepare_raw_files"]
+__all__ = ["MNISTDataModule", "TensorBatches", "DATASETS", "prepare_raw_files", "ensure_split", "load_split"]
 
 DATASETS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST, "KMNIST": datasets.KMNIST}
 NUM_CLASSES = 10
@@ -70,18 +70,17 @@ def prepare_raw_files(data_dir: str | Path, dataset: str = "MNIST") -> bool:
     return all((raw / name).exists() for name in _raw_names(dataset))
 
 
-def load_split(data_dir: str | Path, dataset: str, train: bool) -> tuple[Tensor, Tensor]:
-    """``(images uint8 (N, 28, 28), labels int64 (N,))`` of one official split."""
+def ensure_split(data_dir: str | Path, dataset: str, train: bool) -> None:
+    """Make one official split's raw files present (unpacked or downloaded) and checked, without loading them."""
     cls = DATASETS[dataset]
     have_files = prepare_raw_files(data_dir, dataset)
     raw = Path(data_dir) / dataset / "raw"
     names = _raw_names(dataset)[:2] if train else _raw_names(dataset)[2:]
     try:
-        if have_files:  # header, length, image size, labels, checksum (src.checks), before torchvision reads
-            check_split_files(raw, tuple(names), dataset)
-        ds = cls(str(data_dir), train=train, download=not have_files)
         if not have_files:
-            check_split_files(raw, tuple(names), dataset)
+            cls(str(data_dir), train=train, download=True)
+        # header, length, image size, labels, checksum (src.checks), before torchvision reads
+        check_split_files(raw, tuple(names), dataset)
     except DataError:
         raise
     except RuntimeError as err:
@@ -91,6 +90,12 @@ def load_split(data_dir: str | Path, dataset: str, train: bool) -> tuple[Tensor,
             f"{', '.join(n for n in _raw_names(dataset) if not (raw / n).exists()) or 'none'}. Offline, "
             f"copy them there; online, torchvision downloads them by itself. Download error: {err}"
         ) from err
+
+
+def load_split(data_dir: str | Path, dataset: str, train: bool) -> tuple[Tensor, Tensor]:
+    """``(images uint8 (N, 28, 28), labels int64 (N,))`` of one official split."""
+    ensure_split(data_dir, dataset, train)
+    ds = DATASETS[dataset](str(data_dir), train=train, download=False)
     return ds.data, ds.targets.long()
 
 
@@ -211,7 +216,7 @@ class MNISTDataModule(pl.LightningDataModule):
         if self.trainer is not None and self.trainer.state.fn == "predict":
             return  # predict needs only the training mean and std, which the checkpoint holds
         for train in (True, False):
-            load_split(self.data_dir, self.dataset, train)
+            ensure_split(self.data_dir, self.dataset, train)  # setup() reads them
 
     def setup(self, stage: Optional[str] = None) -> None:
         if stage == "predict":
