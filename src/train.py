@@ -124,9 +124,11 @@ class CLI(LightningCLI):
         fit_time = time.perf_counter() - self._fit_start
         ckpt = trainer.checkpoint_callback
         best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
-        for split in EVAL_SPLITS:
+        for i, split in enumerate(EVAL_SPLITS):
             model.eval_split = split
-            trainer.test(model, dataloaders=dm.eval_dataloader(split), ckpt_path=best, verbose=False)
+            # the first test loads the best checkpoint into the model; the others reuse its weights
+            ckpt_path = best if i == 0 else None
+            trainer.test(model, dataloaders=dm.eval_dataloader(split), ckpt_path=ckpt_path, verbose=False)
         model.eval_split = "test"
         # trainer.log_dir is a collective call under DDP (rank 0 broadcasts it): every rank asks.
         run_dir = Path(trainer.log_dir)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from src.train import main
@@ -86,3 +87,18 @@ def test_real_mnist_relu_adam_one_epoch(tmp_path, monkeypatch):
     assert results["test"]["accuracy"] >= 0.95
     assert results["test"]["report"]["macro avg"]["support"] == 10000
     assert results["train"]["report"]["macro avg"]["support"] == 50000
+
+
+def test_after_fit_report_uses_the_best_checkpoint_not_the_last(fake_data):
+    """A learning rate this large makes validation accuracy peak early; every split of the
+    after-fit report must come from that best checkpoint, not from the last weights."""
+    cli = main(["fit", "--data.data_dir", "data", "--model.lr", "8.0", "--trainer.max_epochs", "6",
+                "--experiment", "peak", *TINY])  # fmt: skip
+    results = json.loads(next((fake_data / "lightning_logs" / "peak").glob("version_*/results.json")).read_text())
+    best = torch.load(results["best_checkpoint"], weights_only=False)
+    assert Path(results["best_checkpoint"]).name != "best-epoch05.ckpt"  # the best is not the last epoch
+    score = next(v for k, v in best["callbacks"].items() if "Checkpoint" in k)["best_model_score"]
+    assert results["val"]["accuracy"] == pytest.approx(float(score), abs=1e-7)
+    for name, value in cli.model.state_dict().items():
+        if name in best["state_dict"]:
+            assert torch.equal(value, best["state_dict"][name]), name
