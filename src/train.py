@@ -144,7 +144,7 @@ class CLI(LightningCLI):
                 "wall_time_s": time.perf_counter() - self._fit_start,
                 "fit_time_s": fit_time,
                 "epochs": trainer.current_epoch,
-                **model.epoch_times,  # seconds per epoch run by this process (bench/run.py reads them)
+                **model.epoch_times,  # seconds per epoch run by this process
                 "best_checkpoint": best,
                 "config": self.config[self.subcommand].as_dict(),
             }
