@@ -109,6 +109,10 @@ class MLPClassifier(pl.LightningModule):
         # calls, which cost about as much as this small net's whole step on 2 CPU cores
         # (BENCHMARKS.md); the step is written out in `training_step` instead.
         self.automatic_optimization = False
+        # set by on_train_start: the optimizer (Lightning's wrapper and the raw one) and whether the
+        # step runs the fast path (plain backward, the raw optimizer) or through manual_backward
+        self._lightning_optimizer = self._optimizer = None
+        self._plain_backward = False
 
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -227,7 +231,7 @@ class MLPClassifier(pl.LightningModule):
                 opt.step()
             lightning_opt._on_after_step()
         else:
-            opt = self._lightning_optimizer
+            opt = self._lightning_optimizer or self.optimizers()
             opt.zero_grad()
             self.manual_backward(loss)  # the strategy's backward: DDP all-reduces the gradients
             opt.step()
@@ -248,7 +252,8 @@ class MLPClassifier(pl.LightningModule):
     training_step.__signature__ = inspect.signature(training_step)
 
     def _diverged(self, what: str) -> NoReturn:
-        lr = self._optimizer.param_groups[0]["lr"]
+        opt = self._optimizer or self.optimizers(use_pl_optimizer=False)
+        lr = opt.param_groups[0]["lr"]
         raise DivergenceError(
             f"training diverged: {what} at step {self.trainer.global_step} (epoch {self.trainer.current_epoch}) "
             f"with learning rate {lr:g}; stopped without saving a checkpoint (the previous ones are "
