@@ -21,12 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
-
-from .files import write_text_atomic
+from .figures import confusion_figure, loss_figure, save_png
+from .files import LOG_ROOT, write_text_atomic
 from .metrics import format_report
 
 __all__ = [
@@ -34,17 +30,12 @@ __all__ = [
     "Run",
     "read_run",
     "latest_runs",
-    "loss_figure",
-    "confusion_figure",
     "write_report",
-    "log_to_tensorboard",
     "main",
 ]
 
-LOG_ROOT = Path("lightning_logs")
 OUT_DIR = Path("reports")
 CONFIG_DIR = Path("configs")
-FIGSIZE, DPI = (6.4, 4.8), 100  #: every PNG is 640 × 480 pixels
 
 #: The seed report's figures, by experiment name (its relu_l2 figure is a train accuracy).
 SEED = {
@@ -137,63 +128,6 @@ def latest_runs(log_root: str | Path = LOG_ROOT) -> list[Path]:
     return runs
 
 
-# ------------------------------------------------------------------ figures
-def _new_figure() -> Figure:
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)  # the Agg canvas: no display needed
-    return fig
-
-
-def loss_figure(name: str, epochs: Sequence[int], train: Sequence[float], val: Sequence[Optional[float]], loss: str):
-    """Train and validation loss per epoch, the final values in the title (like the seed's figures)."""
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    ax.plot(epochs, train, "o-", label="train (mean over the epoch's batches)")
-    pairs = [(e, v) for e, v in zip(epochs, val) if v is not None]
-    if pairs:
-        ax.plot(*zip(*pairs), "s-", label="validation (end of epoch)")
-    final = f"final train {train[-1]:.4f}" + (f", validation {pairs[-1][1]:.4f}" if pairs else "")
-    ax.set_title(f"{name}: {loss.replace('_', '-')} loss per epoch\n{final}")
-    ax.set_xlabel("epoch")
-    unit = {"cross_entropy": "nats per image", "mse": "mean per output"}.get(loss, "batch mean")
-    ax.set_ylabel(f"{loss.replace('_', '-')} loss ({unit}, + weight penalty if any)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
-
-
-def confusion_figure(name: str, confusion: Sequence[Sequence[int]], accuracy: float, split: str = "test"):
-    """A heat map of the confusion matrix (rows: true digit), counts written in the cells."""
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    n = len(confusion)
-    top = max(max(row) for row in confusion)
-    # log colors: the few errors stay visible beside the large diagonal; empty cells stay white
-    masked = [[c if c > 0 else float("nan") for c in row] for row in confusion]
-    im = ax.imshow(masked, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(top, 2)))
-    for i, row in enumerate(confusion):
-        for j, count in enumerate(row):
-            if count:
-                dark = count > top**0.6
-                ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if dark else "black")
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
-    ax.set_title(f"{name}: {split} confusion matrix (accuracy {accuracy:.4f})")
-    bar = fig.colorbar(im, ax=ax, label="images (log scale)")
-    bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    bar.ax.yaxis.set_minor_formatter(NullFormatter())
-    return fig
-
-
-def _save_png(fig: Figure, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------- report
 def _num(value: Optional[float], seed: Optional[float] = None, digits: int = 4) -> str:
     text = "—" if value is None else f"{value:.{digits}f}"
@@ -261,31 +195,17 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
         r, loss = run.results, run.model.get("loss", "cross_entropy")
         md += [f"## {label}", "", f"Run: `{run.path}`", ""]
         if run.train_loss:
-            _save_png(loss_figure(label, run.epochs, run.train_loss, run.val_loss, loss), out_dir / f"{label}_loss.png")
+            save_png(loss_figure(label, run.epochs, run.train_loss, run.val_loss, loss), out_dir / f"{label}_loss.png")
             md += [f"![{label}: loss per epoch]({label}_loss.png)", ""]
         test = r["test"]["report"]
         fig = confusion_figure(label, test["confusion"], r["test"]["accuracy"])
-        _save_png(fig, out_dir / f"{label}_confusion.png")
+        save_png(fig, out_dir / f"{label}_confusion.png")
         md += [f"![{label}: test confusion matrix]({label}_confusion.png)", ""]
         for split in ("train", "test"):
             md += [f"{split.capitalize()} classification report:", "", "```", format_report(r[split]["report"]).rstrip(), "```", ""]
     path = out_dir / "REPORT.md"
     write_text_atomic(path, "\n".join(md))
     return path
-
-
-# -------------------------------------------------------------- tensorboard
-def log_to_tensorboard(logger, results: dict, params: dict, name: str) -> None:
-    """Log a finished run's confusion matrix, reports and hyperparameters (HParams metric: test accuracy)."""
-    writer, step = logger.experiment, 0
-    test = results["test"]
-    writer.add_figure("test/confusion_matrix", confusion_figure(name, test["report"]["confusion"], test["accuracy"]), step)
-    for split in ("train", "test"):
-        # four leading spaces: a preformatted block in TensorBoard's markdown, so the columns line up
-        text = "".join(f"    {line}\n" for line in format_report(results[split]["report"]).splitlines())
-        writer.add_text(f"{split}/classification_report", text, step)
-    logger.log_hyperparams(params, metrics={"hp/test_acc": test["accuracy"]})
-    writer.flush()
 
 
 # ---------------------------------------------------------------------- CLI

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from src.metrics import build_report, format_report, report_metrics
-from src.report import FIGSIZE, DPI, latest_runs, main as report_main, read_run
+from src.figures import DPI, FIGSIZE
+from src.report import latest_runs, main as report_main, read_run
 from src.train import main as train_main
 from tests.fakedata import write_fake_mnist
 
