@@ -5,7 +5,10 @@
     python -m src.report --runs lightning_logs/relu/version_3 lightning_logs/tanh/version_0
     python -m src.report --run --configs configs/relu.yaml -- --trainer.max_epochs 2   # args after -- go to fit
 
-Writes ``reports/REPORT.md`` and beside it, per experiment, ``<experiment>_loss.png`` (train and
+The full regeneration (``--run`` with every config and no extra training arguments) writes the
+tracked ``reports/REPORT.md``; anything else writes ``lightning_logs/report/REPORT.md`` unless
+``--out`` says otherwise, so a report of throwaway runs never overwrites the tracked one.
+Beside ``REPORT.md``, per experiment, ``<experiment>_loss.png`` (train and
 validation loss per epoch) and ``<experiment>_confusion.png`` (test confusion matrix).  A run is
 finished when its folder holds ``results.json`` (written by ``python -m src.train fit``); the
 per-epoch losses come from its TensorBoard events (``train/loss_epoch``, ``val/loss``).
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,8 @@ __all__ = [
     "main",
 ]
 
-OUT_DIR = Path("reports")
+OUT_DIR = Path("reports")  #: where --run writes: the tracked report of the configs' own runs
+SCRATCH_DIR = LOG_ROOT / "report"  #: where a report of other runs goes unless --out says otherwise
 CONFIG_DIR = Path("configs")
 
 #: The seed report's figures, by experiment name (its relu_l2 figure is a train accuracy).
@@ -225,14 +228,16 @@ def train_configs(configs: list[Path], extra: list[str]) -> list[Path]:
 def main(argv: Optional[list[str]] = None) -> Path:
     parser = argparse.ArgumentParser(
         prog="python -m src.report",
-        description="Write reports/REPORT.md (table, loss curves, confusion matrices, classification reports) "
+        description="Write REPORT.md (table, loss curves, confusion matrices, classification reports) "
         "from finished runs; arguments after -- go to `src.train fit` (with --run).",
     )
     parser.add_argument("--run", action="store_true", help="first train every config (see --configs)")
     parser.add_argument("--configs", nargs="+", type=Path, help="configs for --run (default: configs/*.yaml)")
     parser.add_argument("--runs", nargs="+", type=Path, help="run folders to report (default: latest per experiment)")
     parser.add_argument("--logdir", type=Path, default=LOG_ROOT, help="where the runs are (default: lightning_logs)")
-    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default: reports)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"output folder (default: {OUT_DIR} for a full --run, else {SCRATCH_DIR})"
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -263,7 +268,8 @@ def main(argv: Optional[list[str]] = None) -> Path:
         runs = [read_run(d) for d in run_dirs]
     except ValueError as err:
         parser.error(str(err))
-    path = write_report(runs, args.out)
+    full = args.run and not args.configs and not extra  # the configs' own 15-epoch runs
+    path = write_report(runs, args.out or (OUT_DIR if full else SCRATCH_DIR))
     print(f"wrote {path} ({len(runs)} runs: {', '.join(_labels(runs))})")
     return path
 
