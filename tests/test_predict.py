@@ -124,6 +124,7 @@ def _write_digits(folder, images, labels) -> dict[str, int]:
     return truth
 
 
+@pytest.mark.slow
 @needs_real_mnist
 def test_predict_cli_on_image_files(tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(tmp_path)

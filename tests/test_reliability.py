@@ -100,6 +100,7 @@ def test_bad_value_is_one_clear_line(bad, expected, fake_data, capsys):
     assert not (fake_data / "lightning_logs").exists()  # nothing started, no run folder
 
 
+@pytest.mark.slow
 def test_bad_value_from_the_shell_has_no_traceback(fake_data):
     proc = subprocess.run(
         [sys.executable, "-m", "src.train", "fit", *TINY, "--model.activation", "swish"],
@@ -331,12 +332,14 @@ def _assert_same_state(x, y):
         assert torch.equal(x[k], y[k]), k
 
 
+@pytest.mark.slow
 def test_determinism_same_seed_same_everything(runs):
     logs, _ = runs
     _assert_same_state(_load(logs, "a")["state_dict"], _load(logs, "b")["state_dict"])
     assert _results(logs, "a") == _results(logs, "b")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_exactly(runs):
     logs, killed_epoch = runs
     assert killed_epoch < 4  # killed before the end: the resume had work to do
@@ -394,6 +397,7 @@ class NoisyWeights(Callback):
             pl_module.net.W1.add_(torch.randn(pl_module.net.W1.shape) * 1e-2)
 
 
+@pytest.mark.slow
 def test_random_states_travel_in_the_checkpoint(fake_data, monkeypatch):
     """A run that draws random numbers resumes exactly only because RNGStateCallback restores the states."""
     args = ["fit", *TINY, "--model.hidden_layers", "[16]", "--trainer.callbacks+=tests.test_reliability.NoisyWeights"]
@@ -410,6 +414,7 @@ def test_random_states_travel_in_the_checkpoint(fake_data, monkeypatch):
 
 
 # ------------------------------------------------------------------ 6. checkpoints from elsewhere
+@pytest.mark.slow
 def test_architecture_mismatch_names_both_shapes(runs):
     logs, _ = runs
     path = logs / "a" / "version_0" / "checkpoints" / "last.ckpt"  # hidden_layers [16]

@@ -141,6 +141,7 @@ def test_report_picks_latest_runs_and_explicit_runs(two_runs, capsys):
     assert not (two_runs / "bad" / "REPORT.md").exists()
 
 
+@pytest.mark.slow
 def test_run_trains_the_configs_then_reports(tmp_path, monkeypatch, capsys):
     write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
     (tmp_path / "configs").mkdir()
