@@ -38,7 +38,9 @@ from .errors import ConfigError, DataError
 from .idx import check_split_files
 from .images import load_folder
 
-__all__ = ["MNISTDataModule", "TensorBatches", "DATASETS", "prepare_raw_files", "ensure_split", "load_split"]
+__all__ = [
+    "MNISTDataModule", "TensorBatches", "DATASETS", "prepare_raw_files", "check_files", "ensure_split", "load_split",
+]  # fmt: skip
 
 DATASETS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST, "KMNIST": datasets.KMNIST}
 NUM_CLASSES = 10
@@ -93,6 +95,19 @@ def ensure_split(data_dir: str | Path, dataset: str, train: bool) -> None:
             f"{', '.join(n for n in _raw_names(dataset) if not (raw / n).exists()) or 'none'}. Offline, "
             f"copy them there; online, torchvision downloads them by itself. Download error: {err}"
         ) from err
+
+
+def check_files(data_dir: str | Path, dataset: str = "MNIST") -> bool:
+    """Unpack and check the four files if they are all there (no download); return whether they were.
+
+    The CLI calls this before Lightning starts, so a damaged file is the only line the user sees.
+    """
+    if not Path(data_dir).is_dir() or not prepare_raw_files(data_dir, dataset):
+        return False  # missing files: prepare_data downloads them (or says which are missing)
+    raw, names = Path(data_dir) / dataset / "raw", _raw_names(dataset)
+    for pair in (names[:2], names[2:]):
+        check_split_files(raw, tuple(pair), dataset)
+    return True
 
 
 def load_split(data_dir: str | Path, dataset: str, train: bool) -> tuple[Tensor, Tensor]:

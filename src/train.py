@@ -34,7 +34,7 @@ from . import files
 from .callbacks import FiniteLossGuard, ResumableModelCheckpoint, RNGStateCallback
 from .checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
 from .checks import check_config
-from .data import MNISTDataModule
+from .data import MNISTDataModule, check_files
 from .errors import ConfigError, DataError, DivergenceError, OutputError, one_line
 from .files import LOG_ROOT, claim_run_dir, write_json_atomic, write_text_atomic
 from .metrics import format_report
@@ -113,6 +113,9 @@ class CLI(LightningCLI):
         cfg = self.config[subcommand] if subcommand else self.config
         # Rules between groups, before anything is built or written (src.checks).
         check_config(cfg, subcommand)
+        data = cfg.get("data")
+        if subcommand in ("fit", "validate", "test") and data is not None:
+            check_files(data.get("data_dir"), data.get("dataset"))  # before Lightning prints anything
         # LightningCLI next replaces the --model.* values with --ckpt_path's, so a resume rebuilds
         # the checkpoint's architecture: refuse a damaged file, or explicit values that differ.
         ckpt_path = cfg.get("ckpt_path")

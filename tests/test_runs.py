@@ -6,7 +6,6 @@ through the real CLI entry, in-process or, where a real process matters, in subp
 """
 
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -66,27 +65,34 @@ def _folders(root: Path) -> list[str]:
 
 
 # ----------------------------------------------------------- 1. two runs, one experiment
-def _claim(root, barrier, queue):
-    logger = RunLogger(str(root), name="race")
-    barrier.wait()  # every process asks for its version at the same moment
-    version = logger.version
-    barrier.wait()  # … and creates its folder only after all have chosen
-    logger.experiment  # noqa: B018 (Lightning creates the log folder here)
-    queue.put(version)
+CLAIM = """
+import sys, time
+from pathlib import Path
+from src.files import claim_run_dir
+go = Path(sys.argv[1]) / "go"
+while not go.exists():  # every process claims at the same moment
+    time.sleep(0.001)
+print(claim_run_dir(Path(sys.argv[1]) / "race").name)
+"""
 
 
 def test_racing_processes_claim_distinct_version_folders(tmp_path):
-    """Lightning's own logger lists the folders and takes the next number: all four took version_0."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier, queue = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_claim, args=(tmp_path, barrier, queue)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0] * 4
-    assert sorted(queue.get(timeout=5) for _ in procs) == [0, 1, 2, 3]
-    assert sorted(p.name for p in (tmp_path / "race").iterdir()) == [f"version_{i}" for i in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CLAIM, str(tmp_path)], env=ENV, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    time.sleep(0.5)
+    (tmp_path / "go").touch()
+    names = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4
+    assert sorted(names) == [f"version_{i}" for i in range(4)]
+
+
+def test_the_logger_claims_its_folder_when_it_picks_the_version(tmp_path):
+    """Lightning's own logger only lists the folders: two runs that both asked before either wrote took version_0."""
+    first, second = (RunLogger(str(tmp_path), name="race") for _ in range(2))
+    assert (first.version, second.version) == (0, 1)
+    assert sorted(p.name for p in (tmp_path / "race").iterdir()) == ["version_0", "version_1"]
 
 
 @pytest.mark.slow
