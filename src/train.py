@@ -31,7 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from . import files
-from .callbacks import FiniteLossGuard, ResumableModelCheckpoint, RNGStateCallback
+from .callbacks import ResumableModelCheckpoint, RNGStateCallback
 from .checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
 from .checks import check_config
 from .data import MNISTDataModule, check_files
@@ -304,7 +304,6 @@ def _cli(args: ArgsType, run: bool) -> CLI:
                     filename="best-epoch{epoch:02d}",
                     auto_insert_metric_name=False,
                 ),
-                FiniteLossGuard(),  # stop on a NaN/inf loss or parameter, before any checkpoint of it
                 RNGStateCallback(),  # the random states travel in checkpoints: exact resume
                 PredictionWriter(),  # predict: predictions.csv in the run folder
             ],
