@@ -3,7 +3,7 @@
     .venv/bin/python bench/run.py --repeats 3            # both cases, 15 epochs, ~10 minutes on 2 cores
     .venv/bin/python bench/run.py --repeats 1 --epochs 2 # a quick look
 
-For each case (the seed's baseline: sigmoid + GD; and ReLU + Adam), alternating, ``--repeats``
+For each case (the course report's baseline: sigmoid + GD; and ReLU + Adam), alternating, ``--repeats``
 times:
 
 (a) ``python -m src.train fit`` with the custom network (whole process: start-up, epochs with

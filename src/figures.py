@@ -29,7 +29,7 @@ def _new_figure() -> Figure:
 
 
 def loss_figure(name: str, epochs: Sequence[int], train: Sequence[float], val: Sequence[Optional[float]], loss: str):
-    """Train and validation loss per epoch, the final values in the title (like the seed's figures)."""
+    """Train and validation loss per epoch, the final values in the title (like the course report's figures)."""
     fig = _new_figure()
     ax = fig.add_subplot()
     ax.plot(epochs, train, "o-", label="train (mean over the epoch's batches)")

@@ -1,4 +1,4 @@
-"""The seed's ``ParameterInitializer``: random, gaussian and glorot weights.
+"""The course report's ``ParameterInitializer``: random, gaussian and glorot weights.
 
 Weights are shaped ``(fan_out, fan_in)`` like :class:`torch.nn.Linear`.
 

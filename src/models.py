@@ -3,11 +3,11 @@
 Both expose the same interface:
 
 * ``logits(x)`` — the output layer's pre-activation, ``(batch, outputs)``;
-* ``forward(x)`` — ``output_activation(logits(x))``, the seed's ``forward_propagation``;
+* ``forward(x)`` — ``output_activation(logits(x))``, the course report's ``forward_propagation``;
 * ``weights()`` — the weight matrices (what L1/L2 penalize; biases are not penalized);
-* ``predict(x)`` — the class with the highest output, the seed's ``predict``.
+* ``predict(x)`` — the class with the highest output, the course report's ``predict``.
 
-Given the same initializer and seed they start from identical parameters.
+Given the same initializer and random seed they start from identical parameters.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _initial_parameters(
 class FeedForwardNet(nn.Module):
     """A fully connected net built only from the hand-derived Functions of :mod:`src.functional`.
 
-    Parameters are ``W1, b1, …, W{L+1}, b{L+1}`` as in the seed, ``W_i`` shaped
+    Parameters are ``W1, b1, …, W{L+1}, b{L+1}`` as in the course report, ``W_i`` shaped
     ``(fan_out, fan_in)``.  Nothing on the path from input to loss uses an
     autograd-derived gradient.
 

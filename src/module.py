@@ -102,7 +102,7 @@ class MLPClassifier(pl.LightningModule):
                 "scores whose log is undefined when negative; use output_activation 'softmax' or "
                 "'sigmoid', or loss 'mse'"
             )
-        # Validates regularization and alpha with the seed's loss classes' own checks.
+        # Validates regularization and alpha with the course report's loss classes' own checks.
         self.loss_fn = LOSS_CLASSES[loss](alpha=alpha, regularization=regularization)
         net_cls = FeedForwardNet if implementation == "custom" else SequentialNet
         self.net = net_cls(inputs, hidden_layers, outputs, activation, output_activation, initialization)
@@ -130,7 +130,7 @@ class MLPClassifier(pl.LightningModule):
 
     # ----------------------------------------------------------------- math
     def forward(self, x: Tensor) -> Tensor:
-        """Class probabilities (the output activation applied), the seed's ``evaluate``."""
+        """Class probabilities (the output activation applied), the course report's ``evaluate``."""
         return self.net(x)
 
     def compute_loss(self, x: Tensor, onehot: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,4 @@
-"""The seed's report, regenerated from your runs: comparison table, loss curves, confusion matrices.
+"""The course report, regenerated from your runs: comparison table, loss curves, confusion matrices.
 
     python -m src.report                 # the latest finished run of each experiment in lightning_logs/
     python -m src.report --run           # first train every config in configs/ (15 epochs each), then report
@@ -28,7 +28,7 @@ from .files import LOG_ROOT, write_text_atomic
 from .metrics import format_report
 
 __all__ = [
-    "SEED",
+    "COURSE",
     "Run",
     "read_run",
     "latest_runs",
@@ -40,15 +40,15 @@ OUT_DIR = Path("reports")  #: where --run writes: the tracked report of the conf
 SCRATCH_DIR = LOG_ROOT / "report"  #: where a report of other runs goes unless --out says otherwise
 CONFIG_DIR = Path("configs")
 
-#: The seed report's figures, by experiment name (its relu_l2 figure is a train accuracy).
-SEED = {
+#: The course report's figures, by experiment name (its relu_l2 figure is a train accuracy).
+COURSE = {
     "baseline": {"test_acc": 0.86, "train_loss": 0.4487, "val_loss": 0.4499},
     "tanh": {"test_acc": 0.93, "train_loss": 0.2275, "val_loss": 0.2076},
     "relu": {"test_acc": 0.94, "train_loss": 0.2233, "val_loss": 0.2131},
     "package": {"test_acc": 0.94},
     "relu_l2": {"train_acc": 0.78},
 }
-ORDER = ["baseline", "tanh", "relu", "package", "relu_l2", "best"]  # the seed's order, then ours
+ORDER = ["baseline", "tanh", "relu", "package", "relu_l2", "best"]  # the course report's order, then ours
 
 
 @dataclass
@@ -132,13 +132,13 @@ def latest_runs(log_root: str | Path = LOG_ROOT) -> list[Path]:
 
 
 # ------------------------------------------------------------------- report
-def _num(value: Optional[float], seed: Optional[float] = None, digits: int = 4) -> str:
+def _num(value: Optional[float], course: Optional[float] = None, digits: int = 4) -> str:
     text = "—" if value is None else f"{value:.{digits}f}"
-    return text if seed is None else f"{text} ({seed:g})"
+    return text if course is None else f"{text} ({course:g})"
 
 
 def _row(label: str, run: Run) -> list[str]:
-    r, m, seed = run.results, run.model, SEED.get(run.experiment, {})
+    r, m, course = run.results, run.model, COURSE.get(run.experiment, {})
     final_val = next((v for v in reversed(run.val_loss) if v is not None), None)
     return [
         label,
@@ -149,11 +149,11 @@ def _row(label: str, run: Run) -> list[str]:
         f"{m['lr']:g}" if "lr" in m else "—",
         f"{m['alpha']:g}" if m.get("regularization", "none") != "none" else "—",
         str(r.get("epochs", len(run.epochs))),
-        _num(run.train_loss[-1] if run.train_loss else None, seed.get("train_loss")),
-        _num(final_val, seed.get("val_loss")),
-        _num(r["train"]["accuracy"], seed.get("train_acc")),
+        _num(run.train_loss[-1] if run.train_loss else None, course.get("train_loss")),
+        _num(final_val, course.get("val_loss")),
+        _num(r["train"]["accuracy"], course.get("train_acc")),
         _num(r["val"]["accuracy"]),
-        _num(r["test"]["accuracy"], seed.get("test_acc")),
+        _num(r["test"]["accuracy"], course.get("test_acc")),
         _num(r["test"]["report"]["macro avg"]["f1"]),
         f"{r['wall_time_s']:.0f}" if "wall_time_s" in r else "—",
     ]
@@ -184,12 +184,13 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
         "# Results",
         "",
         "Regenerate with `python -m src.report --run` (trains every config in `configs/`, then writes "
-        "this file) or `python -m src.report` (reports the latest finished run of each experiment).",
+        "`reports/REPORT.md`); `python -m src.report` reports the latest finished run of each experiment "
+        "into `lightning_logs/report/`.",
         "",
         "Losses are the last epoch's (train: mean over the epoch's batches; validation: at the epoch's "
         "end); accuracies and F1 are the best checkpoint's (chosen by validation accuracy) on the whole "
-        "split. The seed report's figure is in parentheses where it has one (its `relu_l2` figure is a "
-        "train accuracy); the seed took 44 minutes per run on 8 cores.",
+        "split. The course report's figure is in parentheses where it has one (its `relu_l2` figure is a "
+        "train accuracy); the course report took 44 minutes per run on 8 cores.",
         "",
         *table,
         "",

@@ -53,7 +53,7 @@ def test_config_trains_through_cli(config, fake_data):
     assert list(run.glob("events.out.tfevents.*"))
 
 
-def test_defaults_are_the_seed_baseline():
+def test_defaults_are_the_course_reports_baseline():
     cfg = main([], run=False).config  # run=False: no subcommand, just the parsed defaults
     m = cfg["model"]
     assert (m.implementation, m.hidden_layers, m.activation, m.output_activation, m.loss) == (

@@ -111,14 +111,14 @@ def test_report_from_two_tiny_runs(two_runs, capsys):
         assert row["final val loss"].startswith(f"{run.val_loss[-1]:.4f}")
         assert row["test acc"].startswith(f"{results['test']['accuracy']:.4f}")
         assert row["test macro F1"] == f"{results['test']['report']['macro avg']['f1']:.4f}"
-        # the per-class tables, in the seed's layout
+        # the per-class tables, in the course report's layout
         for split in ("train", "test"):
             assert format_report(results[split]["report"]).rstrip() in md
         for kind in ("loss", "confusion"):
             assert f"]({name}_{kind}.png)" in md
             with Image.open(two_runs / "lightning_logs" / "report" / f"{name}_{kind}.png") as im:
                 assert im.format == "PNG" and im.size == PNG_SIZE
-    # the seed's figures beside ours where it has them, not elsewhere
+    # the course report's figures beside ours where it has them, not elsewhere
     assert rows["baseline"][header.index("test acc")].endswith("(0.86)")
     assert rows["baseline"][header.index("final train loss")].endswith("(0.4487)")
     assert "(" not in "".join(rows["mine"])
@@ -157,7 +157,7 @@ def test_run_trains_the_configs_then_reports(tmp_path, monkeypatch, capsys):
     assert "=== [1/1] relu: python -m src.train fit --config configs/relu.yaml" in out
     md = (tmp_path / "lightning_logs" / "report" / "REPORT.md").read_text()  # 1 epoch: not the tracked report
     assert not (tmp_path / "reports").exists()
-    assert "## relu" in md and "| relu | custom | relu |" in md and "(0.94)" in md  # the seed's ReLU figure
+    assert "## relu" in md and "| relu | custom | relu |" in md and "(0.94)" in md  # the course report's ReLU figure
 
 
 def test_tensorboard_gets_confusion_reports_and_hparams(two_runs):
