@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,16 +101,28 @@ def test_bad_value_is_one_clear_line(bad, expected, fake_data, capsys):
     assert not (fake_data / "lightning_logs").exists()  # nothing started, no run folder
 
 
+SHELL_CASES = [
+    (["--model.activation", "swish"], 2,
+     "error: --model.activation='swish' is not allowed; allowed: 'sigmoid', 'tanh', 'relu', 'identity'"),
+    # a damaged file is found before Lightning starts, so its line is the only one
+    (["--data.data_dir", "damaged"], 1,
+     f"error: {Path('damaged/MNIST/raw/train-images-idx3-ubyte')}: truncated: 470415 bytes, but its header announces "
+     "600 images (470416 bytes); delete it (and its .gz if that is damaged too) and fetch it again"),
+]  # fmt: skip
+
+
 @pytest.mark.slow
-def test_bad_value_from_the_shell_has_no_traceback(fake_data):
+@pytest.mark.parametrize("bad,status,line", SHELL_CASES, ids=["bad value", "damaged file"])
+def test_errors_from_the_shell_are_one_line(bad, status, line, fake_data):
+    shutil.copytree(fake_data / "data", fake_data / "damaged")
+    images = fake_data / "damaged" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-1])
     proc = subprocess.run(
-        [sys.executable, "-m", "src.train", "fit", *TINY, "--model.activation", "swish"],
+        [sys.executable, "-m", "src.train", "fit", *TINY, *bad],
         cwd=fake_data, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "error: --model.activation='swish' is not allowed; allowed: 'sigmoid', 'tanh', 'relu', 'identity'"
-    ]
+    assert proc.returncode == status
+    assert proc.stderr.strip().splitlines() == [line]  # no traceback, no warnings, no Lightning banner
     assert not (fake_data / "lightning_logs").exists()
 
 

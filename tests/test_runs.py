@@ -197,6 +197,14 @@ def test_explicit_values_that_differ_from_the_checkpoint_are_refused(trained, mo
     assert cli.model.hparams.activation == "relu"
 
 
+def test_evaluation_without_checkpointing_runs(trained, monkeypatch):
+    """--trainer.enable_checkpointing false is refused by fit only: validate and test save nothing anyway."""
+    root, run = trained
+    monkeypatch.chdir(root)
+    cli = main(["test", *TINY, "--trainer.enable_checkpointing", "false", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
+    assert cli.trainer.checkpoint_callback is None and "test/acc" in cli.trainer.callback_metrics
+
+
 def test_resume_below_the_checkpoints_epoch_is_refused(trained, monkeypatch, capsys):
     root, run = trained
     monkeypatch.chdir(root)
