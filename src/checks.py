@@ -29,6 +29,7 @@ __all__ = [
     "UnitIntervalCO",
     "check_choice",
     "check_config",
+    "check_experiment_name",
     "check_val_size",
     "NEEDS_CHECKPOINT",
 ]

@@ -35,7 +35,9 @@ class OutputError(RuntimeError):
 
 
 _LITERAL = re.compile(r'Parser key "([^"]+)":\s*Expected a typing\.Literal\[(.*?)\]\.\s*Got value:\s*(.*)', re.S)
-_RESTRICTED = re.compile(r'Parser key "([^"]+)":\s*Not of type \w+: (.+?) does not conform to restriction ([^\n]+)', re.S)
+_RESTRICTED = re.compile(
+    r'Parser key "([^"]+)":\s*Not of type \w+: (.+?) does not conform to restriction ([^\n]+)', re.S
+)
 _PARSER_KEY = re.compile(r'Parser key "([^"]+)":\s*(.*)', re.S)
 _RULES = {"v>0": "> 0", "v>=0": ">= 0", "v<inf": "finite", "v<1": "< 1", "v>-inf": "finite"}
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from .errors import OutputError
 
-__all__ = ["LOG_ROOT", "claim_run_dir", "discard_unfinished", "forget_claims", "write_text_atomic", "write_json_atomic"]
+__all__ = [
+    "LOG_ROOT", "claim_run_dir", "discard_unfinished", "forget_claims", "write_text_atomic", "write_json_atomic",
+]  # fmt: skip
 
 LOG_ROOT = Path("lightning_logs")
 

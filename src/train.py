@@ -107,7 +107,9 @@ class CLI(LightningCLI):
         argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
         for path in _config_files(argv):
             if Path(path).is_file() and not Path(path).read_text().strip():
-                raise ConfigError(f"--config {path}: the file is empty; give at least one key, e.g. 'model: {{lr: 0.1}}'")
+                raise ConfigError(
+                    f"--config {path}: the file is empty; give at least one key, e.g. 'model: {{lr: 0.1}}'"
+                )
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         cfg = self.config[subcommand] if subcommand else self.config
