@@ -17,6 +17,7 @@ weight decay on top.
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Literal, NoReturn, Optional
 
@@ -128,6 +129,15 @@ class MLPClassifier(pl.LightningModule):
         #: seconds of each epoch run by this process: the training pass, and with its validation
         self.epoch_times: dict[str, list[float]] = {"train_epoch_s": [], "epoch_s": []}
 
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets `_current_fx_name` (a string) before and after every hook it calls, about
+        # twenty times per training step; nn.Module.__setattr__ first checks the value against
+        # parameters, buffers and submodules, which a string never is.  Same result, stored directly.
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
     # ----------------------------------------------------------------- math
     def forward(self, x: Tensor) -> Tensor:
         """Class probabilities (the output activation applied), the course report's ``evaluate``."""
@@ -238,6 +248,10 @@ class MLPClassifier(pl.LightningModule):
             if self.logger is not None:
                 self.logger.log_metrics({"train/loss": detached.item()}, step=self.global_step)
         return detached
+
+    # Lightning reads the signature on every step (to decide whether to pass batch_idx); cached,
+    # as HandFunction caches its Functions' (inspect rebuilds it each time otherwise).
+    training_step.__signature__ = inspect.signature(training_step)
 
     def _diverged(self, what: str) -> NoReturn:
         lr = self._optimizer.param_groups[0]["lr"]
