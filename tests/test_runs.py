@@ -5,6 +5,7 @@ checkpoint, refused commands that leave nothing behind.  Tiny synthetic data (te
 through the real CLI entry, in-process or, where a real process matters, in subprocesses.
 """
 
+import gzip
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import yaml
 
 from src.data import MNISTDataModule
 from src.train import RunLogger, main
+from tests.conftest import REAL_DATA, needs_real_mnist
 from tests.fakedata import idx_bytes, write_fake_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,22 +219,19 @@ def test_resume_below_the_checkpoints_epoch_is_refused(trained, monkeypatch, cap
 
 
 # ----------------------------------------------------------- 6 + 7. the data files
-def _official(tmp_path, name):
-    """One official MNIST file, unpacked from data/MNIST/raw/<name>.gz into tmp_path."""
-    import gzip
-
-    packed = ROOT / "data" / "MNIST" / "raw" / f"{name}.gz"
-    if not packed.exists():
-        pytest.skip("real MNIST not in data/MNIST/raw")
-    return gzip.decompress(packed.read_bytes())
+def _official(name: str) -> bytes:
+    """One official MNIST file's bytes, from data/MNIST/raw/ (unpacked, or its .gz)."""
+    raw = REAL_DATA / "MNIST" / "raw"
+    return (raw / name).read_bytes() if (raw / name).exists() else gzip.decompress((raw / f"{name}.gz").read_bytes())
 
 
+@needs_real_mnist
 def test_official_test_files_under_the_train_names_are_refused(tmp_path, monkeypatch, capsys):
     raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for train, test in (("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"),
                         ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")):  # fmt: skip
-        data = _official(tmp_path, test)
+        data = _official(test)
         (raw / train).write_bytes(data)  # swapped: the test files under the train names …
         (raw / test).write_bytes(idx_bytes(torch.zeros(60, 28, 28, dtype=torch.uint8).numpy())
                                  if "images" in test else idx_bytes(torch.zeros(60, dtype=torch.uint8).numpy()))
