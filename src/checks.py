@@ -95,7 +95,7 @@ def check_config(cfg: Any, subcommand: str | None = None) -> None:
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"--ckpt_path={str(ckpt)!r}: no such checkpoint file")
     if subcommand == "predict" and not _get(data, "predict_dir"):
-        raise ConfigError("predict needs --data.predict_dir <a folder of PNG/JPEG digit images>")
+        raise ConfigError("predict needs --data.predict_dir <a folder of digit images (PNG, JPEG, …)>")
     if model is not None:
         inputs, outputs = _get(model, "inputs"), _get(model, "outputs")
         if inputs is not None and inputs != math.prod(IMAGE_SIZE):

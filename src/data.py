@@ -34,7 +34,7 @@ from jsonargparse.typing import PositiveInt
 from torchvision import datasets
 
 from .checks import check_val_size
-from .errors import ConfigError, DataError
+from .errors import DataError
 from .idx import check_split_files
 from .images import load_folder
 
@@ -201,7 +201,7 @@ class MNISTDataModule(pl.LightningDataModule):
             ``val_size`` actually used, with the training split's mean and std: restored,
             they rebuild the same split (``validate``/``test``/a resumed ``fit``), so no
             training image leaks into validation whatever the command line's seed.
-        predict_dir: folder of PNG/JPEG images for ``predict``.
+        predict_dir: folder of digit images (PNG, JPEG, … any format PIL reads) for ``predict``.
     """
 
     def __init__(
@@ -300,8 +300,6 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def setup_predict(self) -> None:
         """Read ``predict_dir``'s images in MNIST's format (:mod:`src.images`), warning of each skipped file."""
-        if self.predict_dir is None:
-            raise ConfigError("predict needs --data.predict_dir <a folder of PNG/JPEG digit images>")
         try:
             self.predict_names, self.predict_pixels, problems = load_folder(self.predict_dir)
         except ValueError as err:  # no such folder, or not one usable image in it: the message names it

@@ -126,16 +126,16 @@ def to_mnist(im: Image.Image) -> Image.Image:
     return field
 
 
-def load_folder(folder: str | Path) -> tuple[list[str], Tensor, list[str]]:
+def load_folder(folder: str | Path | None) -> tuple[list[str], Tensor, list[str]]:
     """Every readable image in ``folder`` (sorted by name, hidden files skipped) in MNIST's format.
 
     Returns ``(names, pixels, problems)``: ``pixels`` float ``(N, 28, 28)`` in [0, 1], and one
     message naming the file for each file that was skipped.  ``ValueError`` if the folder is
     missing or holds no usable image.
     """
+    if folder is None or not Path(folder).is_dir():
+        raise ValueError(f"--data.predict_dir={None if folder is None else str(folder)!r} is not a folder")
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"--data.predict_dir={str(folder)!r} is not a folder")
     names, images, problems = [], [], []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:
@@ -148,5 +148,5 @@ def load_folder(folder: str | Path) -> tuple[list[str], Tensor, list[str]]:
         images.append(pil_to_tensor(img)[0].float().div_(255))
     if not images:
         detail = "; ".join(problems) if problems else "the folder is empty"
-        raise ValueError(f"no usable PNG/JPEG image in {folder}/ ({detail})")
+        raise ValueError(f"no usable image in {folder}/ ({detail})")
     return names, torch.stack(images), problems
