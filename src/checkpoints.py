@@ -20,6 +20,7 @@ import torch
 import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 
+from .checks import config_files
 from .errors import ConfigError
 
 __all__ = ["AtomicCheckpointIO", "check_state_shapes", "checkpoint_conflicts", "explicit_keys", "completed_epochs"]
@@ -117,15 +118,12 @@ def explicit_keys(args: Iterable[str]) -> dict[str, set[str]]:
     """``{"model": {...}, "data": {...}}``: the keys that flags or ``--config`` files of ``args`` set."""
     args = list(args)
     found: dict[str, set[str]] = {"model": set(), "data": set()}
-    configs = []
-    for i, arg in enumerate(args):
-        flag, _, value = arg.partition("=")
-        if flag in ("--config", "-c"):
-            configs.append(value if value else (args[i + 1] if i + 1 < len(args) else ""))
+    for arg in args:
+        flag = arg.split("=", 1)[0]
         for group in found:
             if flag.startswith(f"--{group}."):
                 found[group].add(flag[len(group) + 3 :].split(".")[0])
-    for path in configs:
+    for path in config_files(args):
         try:
             content = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError):

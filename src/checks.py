@@ -29,7 +29,9 @@ __all__ = [
     "UnitIntervalCO",
     "check_choice",
     "check_config",
+    "check_config_files",
     "check_experiment_name",
+    "config_files",
     "check_val_size",
     "NEEDS_CHECKPOINT",
 ]
@@ -133,6 +135,22 @@ def check_config(cfg: Any, subcommand: str | None = None) -> None:
                 "--trainer.enable_checkpointing=false is not supported by fit: the results come from the best "
                 "checkpoint, and last.ckpt is what a stopped run resumes from"
             )
+
+
+def config_files(argv: list[str]) -> list[str]:
+    """The files given with ``--config`` / ``-c`` on a command line (``--config x`` or ``--config=x``)."""
+    return [
+        (arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else ""))
+        for i, arg in enumerate(argv)
+        if arg.split("=", 1)[0] in ("--config", "-c")
+    ]
+
+
+def check_config_files(argv: list[str]) -> None:
+    """An empty ``--config`` file is named (jsonargparse would say only ``Unexpected config:``)."""
+    for path in config_files(argv):
+        if Path(path).is_file() and not Path(path).read_text().strip():
+            raise ConfigError(f"--config {path}: the file is empty; give at least one key, e.g. 'model: {{lr: 0.1}}'")
 
 
 def check_val_size(val_size: int, n_train: int, dataset: str) -> None:

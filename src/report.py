@@ -21,7 +21,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from .figures import confusion_figure, loss_figure, save_png
 from .files import LOG_ROOT, write_text_atomic

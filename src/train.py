@@ -34,7 +34,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from . import files
 from .callbacks import ResumableModelCheckpoint, RNGStateCallback
 from .checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
-from .checks import check_config
+from .checks import check_config, check_config_files
 from .data import MNISTDataModule, check_files
 from .errors import ConfigError, DataError, DivergenceError, OutputError, one_line
 from .files import LOG_ROOT, claim_run_dir, write_json_atomic, write_text_atomic
@@ -77,14 +77,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _config_files(argv: list[str]) -> list[str]:
-    return [
-        (arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else ""))
-        for i, arg in enumerate(argv)
-        if arg.split("=", 1)[0] in ("--config", "-c")
-    ]
-
-
 class CLI(LightningCLI):
     """LightningCLI with the run folder, the checks before anything starts, and the after-fit report."""
 
@@ -106,11 +98,7 @@ class CLI(LightningCLI):
     # ------------------------------------------------- configuration checks
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
-        for path in _config_files(argv):
-            if Path(path).is_file() and not Path(path).read_text().strip():
-                raise ConfigError(
-                    f"--config {path}: the file is empty; give at least one key, e.g. 'model: {{lr: 0.1}}'"
-                )
+        check_config_files(argv)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         cfg = self.config[subcommand] if subcommand else self.config
