@@ -31,6 +31,7 @@ from lightning.pytorch.plugins import CheckpointIO
 from .callbacks import AtomicCheckpointIO, FiniteLossGuard, ResumableModelCheckpoint, RNGStateCallback
 from .checks import ConfigError, DataError, DivergenceError, check_config, one_line
 from .data import MNISTDataModule
+from .diagnostics import GradientFlowDiagnostics
 from .files import write_text_atomic
 from .metrics import format_report
 from .module import EVAL_SPLITS, MLPClassifier
@@ -56,6 +57,12 @@ class CLI(LightningCLI):
             default=None,
             help="Run folder name under lightning_logs/ (default: the last --config file's name, else 'default').",
         )
+        parser.add_argument(  # issue 12: gradient-flow diagnostics (src/diagnostics.py)
+            "--diagnostics",
+            type=bool,
+            default=True,
+            help="Log per-layer gradient-flow diagnostics under diagnostics/ in TensorBoard (src/diagnostics.py).",
+        )
 
     def experiment_name(self) -> str:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -77,6 +84,9 @@ class CLI(LightningCLI):
             callbacks.append(TQDMProgressBar(refresh_rate=50))
         # src.callbacks: stop on a NaN/inf loss; carry the random states in checkpoints
         callbacks += [FiniteLossGuard(), RNGStateCallback()]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.get("diagnostics", True) and not any(isinstance(c, GradientFlowDiagnostics) for c in callbacks):
+            callbacks.append(GradientFlowDiagnostics())  # issue 12: per-layer gradient flow, on by default
         kwargs["callbacks"] = callbacks
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
