@@ -97,6 +97,10 @@ class FeedForwardNet(nn.Module):
             self.register_parameter(name, nn.Parameter(value))
         self.num_layers = len(hidden_layers) + 1
         self._names = list(params)  # W1, b1, …: in the order FeedForward takes them
+        #: the fused node's buffers, reused from one training step to the next; ``None`` (fresh
+        #: tensors every call) unless a training loop that runs one forward per backward sets one
+        #: (:class:`~src.module.MLPClassifier` does during ``fit``)
+        self.workspace: HF.Workspace | None = None
 
     def layers(self) -> list[tuple[Tensor, Tensor]]:
         return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.num_layers + 1)]
@@ -106,7 +110,10 @@ class FeedForwardNet(nn.Module):
 
     def logits(self, x: Tensor) -> Tensor:
         if self.fused:
-            return HF.feed_forward(x, self.activation, [self._parameters[n] for n in self._names])
+            params = [self._parameters[n] for n in self._names]
+            # buffers only for training steps: an evaluation must not overwrite what a backward needs
+            workspace = self.workspace if torch.is_grad_enabled() else None
+            return HF.feed_forward(x, self.activation, params, workspace)
         layers = self.layers()
         for w, b in layers[:-1]:
             x = self._g(HF.linear(x, w, b))

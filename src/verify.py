@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import math
 import re
 import sys
@@ -307,6 +308,8 @@ class FunctionSpec:
     extreme: Optional[Callable[[torch.Generator], list[Tensor]]] = None
     kink: Optional[Callable[[], list[Tensor]]] = None
     twice: bool = True
+    #: ``cls → function`` for gradcheck where it must differ from :meth:`fn` (FeedForward's workspace)
+    gradcheck_call: Optional[Callable[[type], Callable[..., Tensor]]] = None
 
     def fn(self, cls: Optional[type] = None) -> Callable[..., Tensor]:
         cls = cls or self.cls
@@ -322,6 +325,7 @@ def check_function(spec: FunctionSpec, cls: Optional[type] = None) -> Row:
     """Run every column that applies to ``spec`` (with ``cls`` in place of its Function class)."""
     start = time.perf_counter()
     fn, row = spec.fn(cls), Row(spec.name)
+    check_fn = spec.gradcheck_call(cls or spec.cls) if spec.gradcheck_call else fn
     gen = torch.Generator().manual_seed(0)
     x64 = spec.inputs(gen)
     sizes = _sizes(x64)
@@ -335,10 +339,10 @@ def check_function(spec: FunctionSpec, cls: Optional[type] = None) -> Row:
                 row.cells[key] = NA
                 continue
             try:
-                check(fn, x64, eps=1e-6, atol=1e-5, rtol=1e-3)
+                check(check_fn, x64, eps=1e-6, atol=1e-5, rtol=1e-3)
                 row.cells[key] = Cell(True, "")
             except Exception as err:  # GradcheckError, or the engine refusing a gradient
-                row.cells[key] = Cell(False, "", _gradcheck_hint(fn, x64, sizes, err))
+                row.cells[key] = Cell(False, "", _gradcheck_hint(check_fn, x64, sizes, err))
     for dtype, key, maker in (
         (torch.float32, "fp32", spec.inputs),
         (torch.float64, "fp64", spec.inputs),
@@ -420,15 +424,36 @@ def _torch_net(activation: str) -> Callable[..., Tensor]:
     return net
 
 
-def _feed_forward_spec(activation: str) -> FunctionSpec:
+def _ff_extras(cls: type, activation: str, workspace: Any) -> list[Any]:
+    """The non-tensor arguments FeedForward takes between ``x`` and the parameters, by name."""
+    names = [p.name for p in inspect.signature(cls.forward).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    return [activation if n == "activation" else workspace for n in names[1:]]  # workspace: None = fresh tensors
+
+
+def _feed_forward_spec(activation: str, workspace: bool = False) -> FunctionSpec:
+    ws = HF.Workspace() if workspace else None  # reused by the calls of this row, as in training
+
+    def call(cls: type, x: Tensor, *p: Tensor) -> Tensor:
+        if ws is None:
+            return cls.apply(x, *_ff_extras(cls, activation, None), *p)[0]
+        with torch.no_grad():  # a step before this one has filled the buffers: this call reuses them
+            cls.apply(x.detach() + 1, *_ff_extras(cls, activation, ws), *(q.detach() for q in p))
+        return cls.apply(x, *_ff_extras(cls, activation, ws), *p)[0].clone()  # the buffer is rewritten next call
+
+    def fresh(cls: type) -> Callable[..., Tensor]:
+        # gradcheck runs many forwards before each backward, which a reused workspace forbids
+        # (autograd's version counters raise): one fresh workspace per call runs the same in-place code
+        return lambda x, *p: cls.apply(x, *_ff_extras(cls, activation, HF.Workspace()), *p)[0].clone()
+
     return FunctionSpec(
-        f"FeedForward ({activation}, one node)",
+        f"FeedForward ({activation}, one node{', workspace' if workspace else ''})",
         HF.FeedForward,
-        lambda cls, x, *p: cls.apply(x, activation, *p)[0],
+        call,
         _torch_net(activation),
         lambda g: [_off_zero(g, B, SIZES[0]), *_net_params(g)],
         extreme=lambda g: [_n(g, B, SIZES[0], scale=30.0), *_net_params(g, scale=3.0)],
         twice=False,  # once_differentiable: its hidden outputs leave the graph
+        gradcheck_call=fresh if workspace else None,
     )
 
 
@@ -451,6 +476,7 @@ def _specs() -> list[FunctionSpec]:
         FunctionSpec("Identity", HF.Identity, act, lambda x: x.view_as(x), lambda g: [_n(g, B, 7)],
                      extreme=lambda g: [_n(g, B, 7, scale=1e30)]),
         *(_feed_forward_spec(a) for a in ("sigmoid", "tanh", "relu")),
+        *(_feed_forward_spec(a, workspace=True) for a in ("sigmoid", "tanh", "relu") if hasattr(HF, "Workspace")),
         FunctionSpec("MSELoss", HL.MSELoss, lambda cls, p, t: cls.apply(p, t), F.mse_loss,
                      lambda g: [_n(g, B, 4), _n(g, B, 4, grad=False)],
                      extreme=lambda g: [_n(g, B, 4, scale=1e4), _n(g, B, 4, grad=False)]),
@@ -580,24 +606,38 @@ def check_net(activation: str) -> Row:
     for key, dtype, scale in (("fp32", torch.float32, 1.0), ("fp64", torch.float64, 1.0), ("extreme", torch.float32, 30.0)):
         x, t = (x64 * scale).to(dtype), t64.to(dtype)
         worst = []
-        for fused in (True, False):
+        for fused, workspace in ((True, True), (True, False), (False, False)):
             ours, twin = build(dtype, fused)
+            if workspace and hasattr(HF, "Workspace"):
+                ours.workspace = HF.Workspace()  # the training path: buffers reused from step to step
             lo, lt = loss_ours(ours, x, t), loss_twin(twin, x, t)
             go = torch.autograd.grad(lo, list(ours.parameters()))
             gt = torch.autograd.grad(lt, list(twin.parameters()))
             worst.append(_max_diff([lo.detach(), *go], [lt.detach(), *gt], dtype, sizes, EXTREME_TOL if key == "extreme" else None))
         bad = [c for c in worst if c.ok is False]
         row.cells[key] = bad[0] if bad else Cell(True, f"{max(float(c.text) for c in worst):.0e}")
-    # 25 steps: our GD on our loss, torch's SGD on torch's loss
-    ours, twin = build(torch.float64)
-    opt_o, opt_t = HO.GD(ours.parameters(), lr=0.5), torch.optim.SGD(twin.parameters(), lr=0.5)
-    for _ in range(STEPS):
-        for net_, opt, loss in ((ours, opt_o, loss_ours), (twin, opt_t, loss_twin)):
-            opt.zero_grad()
-            loss(net_, x64, t64).backward()
-            opt.step()
-    cell = _max_diff([p.detach() for p in ours.parameters()], [p.detach() for p in twin.parameters()], torch.float64, sizes)
-    row.cells["lockstep"] = Cell(cell.ok, f"{cell.text}", cell.hint)
+    # 25 steps: our GD on our loss, torch's SGD on torch's loss; plain, and as training runs them
+    # (the workspace, and the step taken inside backward by post-accumulate-grad hooks)
+    cells = []
+    for fast in (False, True):
+        ours, twin = build(torch.float64)
+        opt_o, opt_t = HO.GD(ours.parameters(), lr=0.5), torch.optim.SGD(twin.parameters(), lr=0.5)
+        in_backward = fast and hasattr(opt_o, "step_in_backward")
+        if in_backward:
+            ours.workspace = HF.Workspace() if hasattr(HF, "Workspace") else None
+            opt_o.step_in_backward()
+        for _ in range(STEPS):
+            for net_, opt, loss in ((ours, opt_o, loss_ours), (twin, opt_t, loss_twin)):
+                opt.zero_grad()
+                loss(net_, x64, t64).backward()
+                if not (in_backward and opt is opt_o):
+                    opt.step()
+        if in_backward:
+            opt_o.step_in_backward(False)
+        ps_o, ps_t = [p.detach() for p in ours.parameters()], [p.detach() for p in twin.parameters()]
+        cells.append(_max_diff(ps_o, ps_t, torch.float64, sizes))
+    bad = [c for c in cells if c.ok is False]
+    row.cells["lockstep"] = bad[0] if bad else Cell(True, f"{max(float(c.text) for c in cells):.0e}")
     del names
     row.seconds = time.perf_counter() - start
     return row
@@ -698,6 +738,7 @@ class _NoBiasCorrectionAdam(HO.Adam):
 def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
     """``(bug, piece, run)``: each planted bug, the piece it goes into, and the checks of that piece on it."""
     spec = {s.cls.__name__ if not s.name.startswith("FeedForward") else s.name: s for s in SPECS}
+    wsp = {a: spec.get(f"FeedForward ({a}, one node, workspace)", spec[f"FeedForward ({a}, one node)"]) for a in ("sigmoid", "relu")}
     ff = {a: spec[f"FeedForward ({a}, one node)"] for a in ("sigmoid", "tanh", "relu")}
 
     def fn(s: FunctionSpec, cls: type) -> Callable[[], Row]:
@@ -705,8 +746,9 @@ def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
 
     neg = _map(lambda g, ctx: -g)
     transpose_w = _map(lambda g, ctx: g.t(), which=[1])
-    # FeedForward's gradients: (x, activation, W1, b1, W2, b2, …): transpose every weight's
-    feed_forward_transpose = _map(lambda g, ctx: g.t(), which=range(2, 2 + 2 * len(SIZES), 2))
+    # FeedForward's gradients: (x, activation, [workspace,] W1, b1, W2, b2, …): transpose every weight's
+    first = 1 + len(_ff_extras(HF.FeedForward, "tanh", None))
+    feed_forward_transpose = _map(lambda g, ctx: g.t(), which=range(first, first + 2 * len(SIZES), 2))
     times2 = _map(lambda g, ctx: 2 * g)
     return [
         ("flipped sign (∂L/∂x = −g W)", "Linear",
@@ -736,11 +778,11 @@ def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
          fn(spec["L1Penalty"], _replace(HL.L1Penalty, "KinkL1",
             lambda ctx, g: (None, *(torch.where(w >= 0, 1.0, -1.0).to(w.dtype) * g * ctx.alpha for w in ctx.saved_tensors)),
             lambda ctx, inputs, output: (setattr(ctx, "alpha", inputs[0]), ctx.save_for_backward(*inputs[1:]))))),
-        ("flipped sign", "FeedForward (sigmoid)", fn(ff["sigmoid"], _wrap(HF.FeedForward, "FlippedFeedForward", neg))),
+        ("flipped sign", "FeedForward (sigmoid, workspace)", fn(wsp["sigmoid"], _wrap(HF.FeedForward, "FlippedFeedForward", neg))),
         ("dropped transpose (every ∂L/∂W_l transposed)", "FeedForward (tanh)",
          fn(ff["tanh"], _wrap(HF.FeedForward, "UntransposedFeedForward", feed_forward_transpose))),
-        ("missing ½ (every gradient doubled)", "FeedForward (relu)",
-         fn(ff["relu"], _wrap(HF.FeedForward, "DoubledFeedForward", times2))),
+        ("missing ½ (every gradient doubled)", "FeedForward (relu, workspace)",
+         fn(wsp["relu"], _wrap(HF.FeedForward, "DoubledFeedForward", times2))),
         ("flipped sign (θ ← θ + η g)", "GD", lambda: check_optimizer("GD", _SumGD)),
         ("no bias correction", "Adam", lambda: check_optimizer("Adam", _NoBiasCorrectionAdam)),
     ]  # fmt: skip

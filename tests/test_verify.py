@@ -19,6 +19,7 @@ def test_verify_lists_every_piece_and_all_pass(rows):
     for act in ("sigmoid", "tanh", "relu"):
         assert f"FeedForward ({act}, one node)" in names
         assert f"FeedForwardNet ({act}) vs nn.Sequential twin" in names
+        assert f"FeedForward ({act}, one node, workspace)" in names  # the training path's buffers
     assert [r.piece for r in rows if not r.passed] == []
     by = {r.piece: r for r in rows}
     assert by["ReLU"].cells["kink"].ok and by["L1Penalty"].cells["kink"].ok  # the conventions at 0 are checked
@@ -30,7 +31,7 @@ def test_verify_cli_exit_status(capsys, monkeypatch, rows):
     monkeypatch.setattr(V, "verify_all", lambda: rows)  # the rows are computed once for the module
     assert V.main([]) == 0
     out = capsys.readouterr().out
-    assert "20 of 20 pieces pass" in out and "gradgradcheck" in out and "FAIL" not in out
+    assert f"{len(rows)} of {len(rows)} pieces pass" in out and "gradgradcheck" in out and "FAIL" not in out
     broken = [*rows[:-1], V.Row("broken", {"fp64": V.Cell(False, "1e+00", "ratio ≈ −1: a flipped sign")})]
     monkeypatch.setattr(V, "verify_all", lambda: broken)
     assert V.main([]) == 1
