@@ -1,6 +1,7 @@
 """A/B of the gradient-flow diagnostics callback: epochs with it and without it, alternating.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/diagnostics_ab.py --rounds 3 --epochs 2
+    OMP_NUM_THREADS=1 .venv/bin/python bench/diagnostics_ab.py --micro     # one measurement against one step
 
 Each round runs ``python -m src.train fit --config configs/baseline.yaml`` (real MNIST) in this
 process twice, once with ``--diagnostics true`` and once with ``false`` (the order alternates
@@ -30,12 +31,66 @@ def run(on: bool, epochs: int, config: str) -> tuple[list[float], float, int]:
     return cli.model.epoch_times["epoch_s"], (cb.seconds if cb else 0.0), (cb.measurements if cb else 0)
 
 
+def micro(rounds: int = 7) -> None:
+    """In-process: one diagnostics measurement (probe of 256 images, scalars and histograms written)
+    against one training step (batch 64, the fast path: workspace and the GD step inside backward),
+    alternating; the minima give the cost per epoch of a 15-epoch run (20 measurements, 782 steps/epoch)."""
+    import tempfile
+    import time
+
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from src.diagnostics import EPOCH1_FRACTIONS, probe_diagnostics
+    from src.functional import Workspace
+    from src.module import MLPClassifier
+
+    torch.manual_seed(0)
+    model = MLPClassifier()
+    opt = model.configure_optimizers()
+    model.net.workspace = Workspace()
+    opt.step_in_backward()
+    gen = torch.Generator().manual_seed(0)
+    x, labels = torch.randn(64 * 50, 784, generator=gen), torch.randint(10, (64 * 50,), generator=gen)
+    onehot = torch.nn.functional.one_hot(labels, 10).float()
+    probe = (x[:256], onehot[:256])
+    writer = SummaryWriter(tempfile.mkdtemp())
+    step_ms, probe_ms, scalars_ms = [], [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for i in range(50):
+            s = slice(64 * i, 64 * (i + 1))
+            model.compute_loss(x[s], onehot[s], labels[s])[0].backward()
+        step_ms.append((time.perf_counter() - t0) / 50 * 1e3)
+        t0 = time.perf_counter()
+        values = probe_diagnostics(model, *probe, lr=0.3)
+        for tag, v in values.items():
+            if isinstance(v, torch.Tensor):
+                writer.add_histogram(tag, v.flatten(), 0)
+            else:
+                writer.add_scalar(tag, v, 0)
+        probe_ms.append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        for tag, v in probe_diagnostics(model, *probe, lr=0.3).items():
+            if not isinstance(v, torch.Tensor):
+                writer.add_scalar(tag, v, 0)
+        scalars_ms.append((time.perf_counter() - t0) * 1e3)
+    step, full, scalars = min(step_ms), min(probe_ms), min(scalars_ms)
+    epoch1 = (len(EPOCH1_FRACTIONS) * scalars + full) / (782 * step)  # scalar-only points inside epoch 1, then its end
+    later = full / (782 * step)
+    print(f"one training step {step:.2f} ms; one measurement {full:.1f} ms with histograms, {scalars:.1f} ms without "
+          f"(minima of {rounds} rounds); epoch 1: {epoch1:.2%} of its steps' time, later epochs {later:.2%}")
+
+
 def main_() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--config", default="configs/baseline.yaml")
+    p.add_argument("--micro", action="store_true", help="in-process: one measurement against one training step")
     args = p.parse_args()
+    if args.micro:
+        return micro()
     epochs = {True: [], False: []}
     own, measurements = [], 0
     for r in range(args.rounds):

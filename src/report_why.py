@@ -175,7 +175,7 @@ def write_why(runs_by_name: dict[str, Path], out_dir: Path, save_png) -> list[st
         f"Runs: {', '.join(f'`{runs_by_name[n]}`' for n in chosen)}"
         + (" (the course report's settings: one learning rate, 0.01, for all three, so only the activation differs)." if same_lr else "."),
         "Measured by `src.diagnostics.GradientFlowDiagnostics` on a fixed probe batch (the first 256 validation "
-        "images) before training, at 1/64, 1/16, 1/4 and 1/2 of epoch 1 and after every epoch; layer 1 is the "
+        "images) before training, a few times in epoch 1 and after every epoch; layer 1 is the "
         "first hidden layer, the last layer the output (its h is the logits).",
         "",
         "![gradient flow: sigmoid, tanh, ReLU](why_activations.png)",
