@@ -77,10 +77,15 @@ def accuracy_figure(labels: Sequence[str], diags: Sequence[Diagnostics]) -> Figu
     """Every run's validation accuracy per epoch, on one logit-scaled axis (0.9, 0.99 equally spaced)."""
     fig = _figure(8.0, 5.0)
     ax = fig.add_subplot()
+    # each course run in the colour of our tuned config for the same activation
+    pairs = {"baseline": 0, "course_sigmoid": 0, "tanh": 1, "course_tanh": 1, "relu": 2, "course_relu": 2}
+    others = iter(range(3, 100))
     for label, d in zip(labels, diags):
         if d.val_acc:
-            style = "--" if label.startswith("course_") else "-"
-            ax.plot(range(1, len(d.val_acc) + 1), d.val_acc, style, marker="o", markersize=3, label=label)
+            color = f"C{pairs[label] if label in pairs else next(others) % 10}"
+            style = "--" if label.startswith("course_") else ":" if label == "package" else "-"
+            ax.plot(range(1, len(d.val_acc) + 1), d.val_acc, style, color=color, marker="o", markersize=3,
+                    label=label + (" (on baseline)" if label == "package" else ""))  # fmt: skip
     ax.set_yscale("logit")
     ax.yaxis.set_major_locator(FixedLocator([0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995]))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
