@@ -592,7 +592,6 @@ def check_net(activation: str) -> Row:
     x64, t64 = torch.randn(B, SIZES[0], generator=gen, dtype=torch.float64), _onehot(gen, SIZES[-1])
     # gradcheck of the whole loss as a function of the custom net's parameters (fp64)
     net, _ = build(torch.float64)
-    names = [n for n, _ in net.named_parameters()]
     params = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
 
     def loss_of(*ps):
@@ -638,7 +637,6 @@ def check_net(activation: str) -> Row:
         cells.append(_max_diff(ps_o, ps_t, torch.float64, sizes))
     bad = [c for c in cells if c.ok is False]
     row.cells["lockstep"] = bad[0] if bad else Cell(True, f"{max(float(c.text) for c in cells):.0e}")
-    del names
     row.seconds = time.perf_counter() - start
     return row
 
@@ -652,7 +650,7 @@ def verify_all() -> list[Row]:
 
 
 # ------------------------------------------------------------------ mutants
-def _wrap(base: type, name: str, transform: Callable[[Any, tuple], tuple], save: Optional[Callable] = None) -> type:
+def _wrap(base: type, name: str, transform: Callable[[Any, tuple], tuple]) -> type:
     """A subclass of ``base`` whose backward is ``transform(ctx, base's gradients)`` (the bug)."""
 
     def setup_context(ctx, inputs, output):
