@@ -55,7 +55,7 @@ __all__ = ["GradientFlowDiagnostics", "probe_diagnostics", "SATURATION", "EPOCH1
 #: a sigmoid/tanh unit counts as saturated where its derivative is below this share of its maximum
 SATURATION = 0.05
 #: where in epoch 1 to measure, as fractions of its steps (besides before and after it)
-EPOCH1_FRACTIONS = (1 / 32, 1 / 8, 1 / 2)
+EPOCH1_FRACTIONS = (1 / 16, 1 / 2)
 
 
 def _forward_layers(net: nn.Module, x: Tensor) -> tuple[list[Tensor], list[Tensor], str]:

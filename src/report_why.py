@@ -84,7 +84,8 @@ def accuracy_figure(labels: Sequence[str], diags: Sequence[Diagnostics]) -> Figu
         if d.val_acc:
             color = f"C{pairs[label] if label in pairs else next(others) % 10}"
             style = "--" if label.startswith("course_") else ":" if label == "package" else "-"
-            ax.plot(range(1, len(d.val_acc) + 1), d.val_acc, style, color=color, marker="o", markersize=3,
+            acc = [min(max(a, 1e-4), 1 - 1e-4) for a in d.val_acc]  # the logit scale has no 0 or 1
+            ax.plot(range(1, len(acc) + 1), acc, style, color=color, marker="o", markersize=3,
                     label=label + (" (on baseline)" if label == "package" else ""))  # fmt: skip
     ax.set_yscale("logit")
     ax.yaxis.set_major_locator(FixedLocator([0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995]))
