@@ -47,8 +47,13 @@ COURSE = {
     "relu": {"test_acc": 0.94, "train_loss": 0.2233, "val_loss": 0.2131},
     "package": {"test_acc": 0.94},
     "relu_l2": {"train_acc": 0.78},
+    # issue 12: the course report's own settings (configs/course_*.yaml) beside its figures
+    "course_sigmoid": {"test_acc": 0.86, "train_loss": 0.4487, "val_loss": 0.4499},
+    "course_tanh": {"test_acc": 0.93, "train_loss": 0.2275, "val_loss": 0.2076},
+    "course_relu": {"test_acc": 0.94, "train_loss": 0.2233, "val_loss": 0.2131},
 }
-ORDER = ["baseline", "tanh", "relu", "package", "relu_l2", "best"]  # the course report's order, then ours
+ORDER = ["baseline", "tanh", "relu", "package", "relu_l2", "best",  # the course report's order, then ours
+         "course_sigmoid", "course_tanh", "course_relu"]  # fmt: skip
 
 
 @dataclass
@@ -195,6 +200,10 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
         *table,
         "",
     ]
+    # issue 12: every run's validation accuracy on one figure; why the activations differ
+    from .report_why import write_why
+
+    md += write_why({label: run.path for label, run in zip(labels, runs)}, out_dir, _save_png)
     for label, run in zip(labels, runs):
         r, loss = run.results, run.model.get("loss", "cross_entropy")
         md += [f"## {label}", "", f"Run: `{run.path}`", ""]

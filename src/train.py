@@ -36,6 +36,7 @@ from .callbacks import ResumableModelCheckpoint, RNGStateCallback
 from .checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
 from .checks import check_config, check_config_files
 from .data import MNISTDataModule, check_files
+from .diagnostics import GradientFlowDiagnostics
 from .errors import ConfigError, DataError, DivergenceError, OutputError, one_line
 from .files import LOG_ROOT, claim_run_dir, write_json_atomic, write_text_atomic
 from .metrics import format_report
@@ -86,6 +87,12 @@ class CLI(LightningCLI):
             type=Optional[str],
             default=None,
             help="Run folder name under lightning_logs/ (default: the last --config file's name, else 'default').",
+        )
+        parser.add_argument(  # issue 12: gradient-flow diagnostics (src/diagnostics.py)
+            "--diagnostics",
+            type=bool,
+            default=True,
+            help="Log per-layer gradient-flow diagnostics under diagnostics/ in TensorBoard (src/diagnostics.py).",
         )
 
     def experiment_name(self) -> str:
@@ -154,6 +161,9 @@ class CLI(LightningCLI):
             self.trainer_defaults["callbacks"] = [
                 c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ResumableModelCheckpoint)
             ]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.get("diagnostics", True) and not any(isinstance(c, GradientFlowDiagnostics) for c in callbacks):
+            callbacks.append(GradientFlowDiagnostics())  # per-layer gradient flow (src/diagnostics.py), on by default
         kwargs["callbacks"] = callbacks
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
