@@ -203,7 +203,7 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
     # issue 12: every run's validation accuracy on one figure; why the activations differ
     from .report_why import write_why
 
-    md += write_why({label: run.path for label, run in zip(labels, runs)}, out_dir, _save_png)
+    md += write_why({label: run.path for label, run in zip(labels, runs)}, out_dir, save_png)
     for label, run in zip(labels, runs):
         r, loss = run.results, run.model.get("loss", "cross_entropy")
         md += [f"## {label}", "", f"Run: `{run.path}`", ""]

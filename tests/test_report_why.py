@@ -27,7 +27,7 @@ def runs(tmp_path, monkeypatch):
 
 
 def test_report_has_accuracy_figure_and_why_section(runs, capsys):
-    report_main([])
+    report_main(["--out", "reports"])  # only a full --run writes the tracked reports/ by default
     md = (runs / "reports" / "REPORT.md").read_text()
     assert "![validation accuracy per epoch, every experiment](val_accuracy.png)" in md
     assert "## Why the activations differ" in md and "(why_activations.png)" in md
