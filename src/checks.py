@@ -81,6 +81,11 @@ def check_config(cfg: Any, subcommand: str | None = None) -> None:
         alpha = _get(model, "alpha")
         if alpha is not None and not (isinstance(alpha, (int, float)) and 0 <= alpha < math.inf):
             raise ConfigError(f"--model.alpha={alpha!r} is not allowed; the penalty strength must be finite and >= 0")
+        p = _get(model, "dropout")
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1):
+            raise ConfigError(
+                f"--model.dropout={p!r} is not allowed; the drop probability must be >= 0 and < 1 (0 = off)"
+            )
         hidden = _get(model, "hidden_layers")
         if hidden is not None and (
             len(hidden) == 0 or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in hidden)
@@ -106,6 +111,14 @@ def check_config(cfg: Any, subcommand: str | None = None) -> None:
             value = _get(data, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"--data.{key}={value!r} is not allowed; it must be an integer > 0")
+        augment = [_get(data, f"augment_{k}") for k in ("degrees", "translate", "scale", "elastic_alpha", "elastic_sigma")]
+        if all(v is not None for v in augment):
+            from .augment import check_augment  # torchvision: imported only here
+
+            try:
+                check_augment(*augment)
+            except ValueError as err:  # its message starts with the option's name
+                raise ConfigError(f"--data.{err}") from err
         val_size = _get(data, "val_size")
         if val_size is not None:
             if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size <= 0:

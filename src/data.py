@@ -32,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchvision import datasets
 
+from .augment import BatchAugment, check_augment
 from .checks import ConfigError, DataError, check_split_files, check_val_size
 from .images import load_folder
 
@@ -181,6 +182,12 @@ class MNISTDataModule(pl.LightningDataModule):
         seed: seeds the train/validation split and the per-epoch order; ``None``
             takes the run's ``--seed_everything`` value.
         predict_dir: folder of PNG/JPEG images for ``predict``.
+        augment: deform every training batch (never validation, test or predict batches) with a
+            random affine map per image (:mod:`src.augment`): rotation uniform in
+            ``±augment_degrees``, shift in ``±augment_translate`` × 28 pixels (whole pixels),
+            zoom uniform in ``augment_scale``, plus torchvision's elastic field when
+            ``augment_elastic_alpha`` > 0 (``augment_elastic_sigma`` its smoothness).  The draws
+            are seeded by ``(seed, epoch, rank)``, so a resumed run deforms like an uninterrupted one.
     """
 
     def __init__(
@@ -192,9 +199,19 @@ class MNISTDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1000,
         seed: Optional[int] = None,
         predict_dir: Optional[str] = None,
+        augment: bool = False,
+        augment_degrees: float = 10.0,
+        augment_translate: float = 0.1,
+        augment_scale: tuple[float, float] = (0.9, 1.1),
+        augment_elastic_alpha: float = 0.0,
+        augment_elastic_sigma: float = 4.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_augment(augment_degrees, augment_translate, augment_scale, augment_elastic_alpha, augment_elastic_sigma)
+        self.augment = augment
+        self.augmenter: BatchAugment | None = None  # made in setup, when the background value is known
+        self._augment_epoch: int | None = None  # the epoch the augmenter's generator was seeded for
         self.dataset, self.data_dir = dataset, data_dir
         self.batch_size, self.val_size, self.eval_batch_size = batch_size, val_size, eval_batch_size
         self._seed = seed
@@ -241,6 +258,24 @@ class MNISTDataModule(pl.LightningDataModule):
             "val": (standardized(images[val_idx].float().div_(255)), labels[val_idx]),
             "test": (standardized(test_images.float().div_(255)), test_labels),
         }
+        if self.augment:
+            hp = self.hparams
+            self.augmenter = BatchAugment(
+                hp.augment_degrees, hp.augment_translate, hp.augment_scale, hp.augment_elastic_alpha,
+                hp.augment_elastic_sigma, background=-self.mean / self.std,  # standardized black
+            )  # fmt: skip
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Deform training batches (``--data.augment``); every other batch passes unchanged."""
+        trainer = self.trainer
+        if self.augmenter is None or trainer is None or not trainer.training:
+            return batch
+        epoch, rank = trainer.current_epoch, trainer.global_rank
+        if self._augment_epoch != epoch:  # the epoch's first batch: reseed from (seed, epoch, rank)
+            self.augmenter.seed((self.seed * 1_000_003 + epoch) * 65_537 + rank + 0xA06)
+            self._augment_epoch = epoch
+        x, onehot, labels = batch
+        return self.augmenter(x), onehot, labels
 
     def standardize(self, x01: Tensor) -> Tensor:
         """Pixels in [0, 1], any leading shape ``(N, 28, 28)`` → standardized ``(N, 784)``."""
