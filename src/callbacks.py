@@ -1,7 +1,5 @@
 """Lightning extensions that keep runs safe: stop on divergence, write checkpoints atomically, resume exactly.
 
-* :class:`FiniteLossGuard` — stops at the first step whose loss is NaN or infinite (before its
-  backward pass, so no checkpoint of broken weights is ever written);
 * :class:`RNGStateCallback` — saves and restores the torch / NumPy / Python random states;
 * :class:`ResumableModelCheckpoint` — a resumed run (which writes into a new ``version_N``) keeps
   comparing with the interrupted run's best checkpoint, so it picks the same best checkpoint as an
@@ -24,45 +22,9 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from .checks import ConfigError, DivergenceError
+from .checks import ConfigError
 
-__all__ = ["FiniteLossGuard", "RNGStateCallback", "ResumableModelCheckpoint", "AtomicCheckpointIO"]
-
-
-def _lr(trainer: "pl.Trainer") -> float:
-    return trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-
-
-class FiniteLossGuard(Callback):
-    """Raise :class:`~src.checks.DivergenceError` at the first step whose loss is NaN or ±inf.
-
-    The check runs on the loss just before ``backward`` — one ``isfinite`` on a scalar, no
-    extra pass over the parameters — so the update that would spread the NaN into the weights
-    never happens.  An exception ends ``fit`` without a checkpoint (``ModelCheckpoint`` saves
-    only at the end of an epoch), so ``best`` and ``last`` stay as they were.  A finite loss whose
-    update still overflows is caught by the parameter check after each validation, which comes
-    before the epoch's checkpoint (Lightning runs checkpoint callbacks last).
-    """
-
-    def on_before_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss.detach()).all():
-            self._fail(trainer, f"the training loss is {loss.detach().float().item()}")
-
-    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if trainer.sanity_checking:
-            return
-        bad = [name for name, p in pl_module.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            self._fail(trainer, f"parameter {bad[0]} holds NaN or infinite values")
-
-    @staticmethod
-    def _fail(trainer: "pl.Trainer", what: str) -> None:
-        lr = _lr(trainer)
-        raise DivergenceError(
-            f"training diverged: {what} at step {trainer.global_step} (epoch {trainer.current_epoch}) "
-            f"with learning rate {lr:g}; stopped without saving a checkpoint (the previous ones are "
-            f"untouched); try a smaller --model.lr, e.g. {lr / 10:g}"
-        )
+__all__ = ["RNGStateCallback", "ResumableModelCheckpoint", "AtomicCheckpointIO"]
 
 
 class RNGStateCallback(Callback):
@@ -110,8 +72,13 @@ class ResumableModelCheckpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
-        # the same key as a plain ModelCheckpoint, so checkpoints written before this class resume too
-        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+        # the same key as a plain ModelCheckpoint, so checkpoints written before this class resume too.
+        # Cached: Lightning formats it for every callback hook it dispatches, twice per training step,
+        # and the arguments it is made of do not change after __init__.
+        key = self.__dict__.get("_state_key")
+        if key is None:
+            key = self._state_key = super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+        return key
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._and_last(super().on_train_epoch_end, trainer, pl_module, on_train_epoch_end=True)

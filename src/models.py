@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as HF
-from .dropout import MaskStream, check_dropout, dropout as hand_dropout
+from .dropout import MaskStream, check_dropout, dropout as hand_dropout, dropout_mask
 from .init import ParameterInitializer
 
 __all__ = ["FeedForwardNet", "SequentialNet", "HIDDEN_ACTIVATIONS", "OUTPUT_ACTIVATIONS"]
@@ -106,6 +106,10 @@ class FeedForwardNet(nn.Module):
             self.register_parameter(name, nn.Parameter(value))
         self.num_layers = len(hidden_layers) + 1
         self._names = list(params)  # W1, b1, …: in the order FeedForward takes them
+        #: the fused node's buffers, reused from one training step to the next; ``None`` (fresh
+        #: tensors every call) unless a training loop that runs one forward per backward sets one
+        #: (:class:`~src.module.MLPClassifier` does during ``fit``)
+        self.workspace: HF.Workspace | None = None
 
     def layers(self) -> list[tuple[Tensor, Tensor]]:
         return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.num_layers + 1)]
@@ -115,8 +119,15 @@ class FeedForwardNet(nn.Module):
 
     def logits(self, x: Tensor) -> Tensor:
         drop = self.dropout if self.training else 0.0
-        if self.fused and not drop:
-            return HF.feed_forward(x, self.activation, [self._parameters[n] for n in self._names])
+        if self.fused:
+            params = [self._parameters[n] for n in self._names]
+            # buffers only for training steps: an evaluation must not overwrite what a backward needs
+            workspace = self.workspace if torch.is_grad_enabled() else None
+            masks = None
+            if drop:  # (batch, hidden) per hidden layer, drawn in layer order like the per-op chain below
+                gen = self.masks.generator(x.device)
+                masks = [dropout_mask(x.new_empty(len(x), w.shape[0]), drop, gen) for w in params[:-2:2]]
+            return HF.feed_forward(x, self.activation, params, workspace, masks)
         layers = self.layers()
         gen = self.masks.generator(x.device) if drop else None
         for w, b in layers[:-1]:

@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Literal, Optional
+from typing import Literal, NoReturn, Optional
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from . import losses as HL
-from .checks import check_state_shapes
+from .checks import DivergenceError, check_state_shapes
+from .functional import Workspace
 from .metrics import build_report, report_metrics
 from .models import FeedForwardNet, SequentialNet, check_choice
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZERS, HandOptimizer
 
 __all__ = ["MLPClassifier"]
 
@@ -168,6 +171,37 @@ class MLPClassifier(pl.LightningModule):
         # reaches only threads started later: `src.train.main` sets it before any start.)
         torch.set_flush_denormal(True)
 
+    def on_train_start(self) -> None:
+        # The fast path, where it is exact: one fp32 process (no all-reduce between backward and
+        # step, no precision plugin scaling or casting the loss).  There the hand-derived node
+        # reuses its buffers from step to step, and our optimizers update each parameter inside
+        # backward (BENCHMARKS.md); elsewhere (DDP, other precisions) the step goes through
+        # Lightning's `manual_backward`, which DDP needs.
+        trainer = self.trainer
+        self._lightning_optimizer = self.optimizers()
+        self._optimizer = self.optimizers(use_pl_optimizer=False)
+        self._plain_backward = (
+            isinstance(trainer.strategy, SingleDeviceStrategy) and type(trainer.precision_plugin) is Precision
+        )
+        if self._plain_backward and isinstance(self.net, FeedForwardNet):
+            self.net.workspace = Workspace()
+        if self._plain_backward and isinstance(self._optimizer, HandOptimizer):
+            self._optimizer.step_in_backward()
+
+    def on_train_end(self) -> None:
+        self._leave_fast_path()
+
+    def on_exception(self, exception: BaseException) -> None:
+        self._leave_fast_path()
+
+    def _leave_fast_path(self) -> None:
+        """Back to fresh tensors and a plain ``step`` (evaluation, tests and a later ``fit`` start clean)."""
+        if isinstance(self.net, FeedForwardNet):
+            self.net.workspace = None
+        opt = getattr(self, "_optimizer", None)
+        if isinstance(opt, HandOptimizer):
+            opt.step_in_backward(False)
+
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
         self._loss_sum = torch.zeros((), device=self.device)  # Σ batch loss · batch size, this epoch
@@ -175,13 +209,31 @@ class MLPClassifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         x, onehot, labels = batch
-        # Manual optimization (see __init__): the whole step, as Lightning's docs write it.
-        opt = self.optimizers()
+        # Manual optimization (see __init__): the whole step written out.
         loss, _ = self.compute_loss(x, onehot, labels)
-        opt.zero_grad()
-        self.manual_backward(loss)  # runs on_before_backward hooks; DDP all-reduces the gradients
-        opt.step()
         detached = loss.detach()
+        if not torch.isfinite(detached):  # before backward: no NaN ever reaches the weights
+            self._diverged(f"the training loss is {detached.item()}")
+        if self._plain_backward:
+            # The raw optimizer and a plain backward: in one fp32 process Lightning's wrappers
+            # (strategy, precision plugin, closure, their hooks) add nothing but time.  Lightning
+            # counts optimizer steps (trainer.global_step, which checkpoints, logging and resume
+            # rely on) in the two callbacks its manual-optimization loop gives the
+            # LightningOptimizer; they are called here around the raw step for the same count.
+            lightning_opt, opt = self._lightning_optimizer, self._optimizer
+            lightning_opt._on_before_step()
+            if isinstance(opt, HandOptimizer) and opt.steps_in_backward:
+                loss.backward()  # each parameter is updated as its gradient arrives, and .grad dropped
+            else:
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            lightning_opt._on_after_step()
+        else:
+            opt = self._lightning_optimizer
+            opt.zero_grad()
+            self.manual_backward(loss)  # the strategy's backward: DDP all-reduces the gradients
+            opt.step()
         self._loss_sum.add_(detached * len(x))
         self._loss_count += len(x)
         # `self.log` costs about a millisecond per call here (Lightning moves its result
@@ -193,6 +245,14 @@ class MLPClassifier(pl.LightningModule):
             if self.logger is not None:
                 self.logger.log_metrics({"train/loss": detached.item()}, step=self.global_step)
         return detached
+
+    def _diverged(self, what: str) -> NoReturn:
+        lr = self._optimizer.param_groups[0]["lr"]
+        raise DivergenceError(
+            f"training diverged: {what} at step {self.trainer.global_step} (epoch {self.trainer.current_epoch}) "
+            f"with learning rate {lr:g}; stopped without saving a checkpoint (the previous ones are "
+            f"untouched); try a smaller --model.lr, e.g. {lr / 10:g}"
+        )
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self._last_batch_end = time.perf_counter()
@@ -218,6 +278,12 @@ class MLPClassifier(pl.LightningModule):
         self.val_acc.update(logits.argmax(-1), labels)
 
     def on_validation_epoch_end(self) -> None:
+        # A finite loss whose update still overflowed: caught here, before the epoch's checkpoint
+        # (ModelCheckpoint saves in on_validation_end, which comes after this hook).
+        if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            bad = next((name for name, p in self.named_parameters() if not torch.isfinite(p).all()), None)
+            if bad is not None:
+                self._diverged(f"parameter {bad} holds NaN or infinite values")
         self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=True)
         self.log("val/acc", self.val_acc.compute(), prog_bar=True, sync_dist=True)
         self.val_loss.reset()

@@ -1,9 +1,16 @@
 """Hand-written gradient descent and Adam, as :class:`torch.optim.Optimizer` subclasses.
 
-They keep their per-parameter state in ``self.state`` (so Lightning checkpoints
-carry it) and run the closure Lightning passes to ``step`` (the training step
-lives inside it).  Updates are in place and use the ``torch._foreach_*`` ops,
-which apply one arithmetic op to the whole list of parameters at once.
+They keep their per-parameter state in ``self.state`` (so Lightning checkpoints carry it) and
+run the closure Lightning passes to ``step`` (the training step lives inside it).  Updates are
+in place.  Two ways to apply them, with the same arithmetic op for op:
+
+* :meth:`step` after ``backward``, as every ``torch.optim`` optimizer: ``torch._foreach_*`` ops
+  apply one arithmetic op to the whole list of parameters at once;
+* :meth:`~HandOptimizer.step_in_backward`: each parameter is updated by a hook the moment
+  ``backward`` has accumulated its gradient (``Tensor.register_post_accumulate_grad_hook``, as
+  in PyTorch's tutorial on fusing the optimizer step into the backward pass), while that
+  gradient is still in the cache; the gradient is then dropped, so ``step`` finds nothing left
+  to do.  Only where one process trains: under DDP the gradients must be all-reduced first.
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
 
-__all__ = ["GD", "Adam", "OPTIMIZERS"]
+__all__ = ["HandOptimizer", "GD", "Adam", "OPTIMIZERS"]
 
 
 def _check_lr(lr: float) -> float:
@@ -30,17 +38,43 @@ def _with_grads(group: dict) -> tuple[list[Tensor], list[Tensor]]:
     return params, [p.grad for p in params]
 
 
-class GD(Optimizer):
-    """Plain (mini-batch) gradient descent, the seed's ``gradient_descent``::
+class HandOptimizer(Optimizer):
+    """What GD and Adam share: the closure protocol and the step fused into ``backward``."""
 
-        θ ← θ − η ∇θ L
+    def __init__(self, params: Iterable, defaults: dict) -> None:
+        super().__init__(params, defaults)
+        self._hooks: list[RemovableHandle] = []
 
-    Equal to ``torch.optim.SGD(params, lr)`` with no momentum and no weight decay
-    (weight penalties live in the loss, see :mod:`src.losses`).
-    """
+    @property
+    def steps_in_backward(self) -> bool:
+        """Whether :meth:`step_in_backward` hooks are attached."""
+        return bool(self._hooks)
 
-    def __init__(self, params: Iterable, lr: float = 0.1) -> None:
-        super().__init__(params, {"lr": _check_lr(lr)})
+    def step_in_backward(self, enable: bool = True) -> None:
+        """Update each parameter from a hook as soon as ``backward`` accumulates its gradient (or stop).
+
+        The hook updates the parameter exactly as :meth:`step` would, then sets ``.grad`` to
+        ``None``: the next ``backward`` hands its fresh gradient to ``.grad`` without a copy, and
+        a :meth:`step` or ``zero_grad`` in between has nothing to do.  Use it only where this
+        process's gradient is final when accumulated: not under DDP (all-reduce comes after) or
+        with gradient accumulation over several backward passes.
+        """
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        if not enable:
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._hooks.append(p.register_post_accumulate_grad_hook(self._hook(group)))
+
+    def _hook(self, group: dict) -> Callable[[Tensor], None]:
+        @torch.no_grad()
+        def hook(p: Tensor) -> None:
+            self._update(group, [p], [p.grad])
+            p.grad = None
+
+        return hook
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
@@ -51,21 +85,52 @@ class GD(Optimizer):
         for group in self.param_groups:
             params, grads = _with_grads(group)
             if params:
-                torch._foreach_add_(params, grads, alpha=-group["lr"])
+                self._update(group, params, grads)
         return loss
 
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        raise NotImplementedError
 
-class Adam(Optimizer):
-    """Adam with bias correction (Kingma & Ba, 2015), the seed's ``adam``.
+    def __getstate__(self) -> dict:  # hooks are not state: a copy or a pickle starts without them
+        state = super().__getstate__()
+        state.pop("_hooks", None)
+        return state
 
-    For each parameter θ with gradient g at step t = 1, 2, …::
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._hooks = []
+
+
+class GD(HandOptimizer):
+    """Plain (mini-batch) gradient descent, the course report's ``gradient_descent``::
+
+        θ ← θ − η ∇θ L
+
+    Equal to ``torch.optim.SGD(params, lr)`` with no momentum and no weight decay
+    (weight penalties live in the loss, see :mod:`src.losses`).
+    """
+
+    def __init__(self, params: Iterable, lr: float = 0.1) -> None:
+        super().__init__(params, {"lr": _check_lr(lr)})
+
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        torch._foreach_add_(params, grads, alpha=-group["lr"])
+
+
+class Adam(HandOptimizer):
+    """Adam with bias correction (Kingma & Ba, 2015), the course report's ``adam``.
+
+    For each parameter θ with gradient g at its step t = 1, 2, …::
 
         m ← β₁ m + (1 − β₁) g            first moment  (state "exp_avg")
         v ← β₂ v + (1 − β₂) g²           second moment (state "exp_avg_sq")
         m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
         θ ← θ − η m̂ / (√v̂ + ε)
 
-    Equal to ``torch.optim.Adam`` with its defaults (no amsgrad, no weight decay).
+    t counts the updates of *that* parameter (state "step"), as in ``torch.optim.Adam``: a
+    parameter that first gets a gradient later (a layer unfrozen after a few steps) starts its
+    bias correction at t = 1 then.  Equal to ``torch.optim.Adam`` with its defaults (no amsgrad,
+    no weight decay).
     """
 
     def __init__(
@@ -86,41 +151,31 @@ class Adam(Optimizer):
             raise ValueError(f"eps={eps!r} must be > 0")
         super().__init__(params, {"lr": _check_lr(lr), "betas": betas, "eps": eps})
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = _with_grads(group)
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            exp_avgs, exp_avg_sqs = [], []
-            for p in params:
-                state = self.state[p]
-                if not state:  # lazily created on the first step
-                    state["step"] = 0  # number of updates made so far (t)
-                    state["exp_avg"] = torch.zeros_like(p)  # m, first moment of g
-                    state["exp_avg_sq"] = torch.zeros_like(p)  # v, second moment of g
-                state["step"] += 1
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
-            # All parameters of a group step together, so they share t.
-            t = self.state[params[0]]["step"]
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        # Parameters at the same step t share the bias correction: one set of foreach ops each.
+        by_step: dict[int, tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]] = {}
+        for p, g in zip(params, grads):
+            state = self.state[p]
+            if not state:  # lazily created on the parameter's first update
+                state["step"] = 0  # t: updates of this parameter so far
+                state["exp_avg"] = torch.zeros_like(p)  # m, first moment of g
+                state["exp_avg_sq"] = torch.zeros_like(p)  # v, second moment of g
+            state["step"] += 1
+            bucket = by_step.setdefault(state["step"], ([], [], [], []))
+            for lst, t in zip(bucket, (p, g, state["exp_avg"], state["exp_avg_sq"])):
+                lst.append(t)
+        beta1, beta2 = group["betas"]
+        for t, (ps, gs, exp_avgs, exp_avg_sqs) in by_step.items():
             bias_correction1 = 1 - beta1**t
             bias_correction2 = 1 - beta2**t
-
-            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m ← β₁m + (1−β₁)g
+            torch._foreach_lerp_(exp_avgs, gs, 1 - beta1)  # m ← β₁m + (1−β₁)g
             torch._foreach_mul_(exp_avg_sqs, beta2)  # v ← β₂v + (1−β₂)g²
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, gs, gs, value=1 - beta2)
             denom = torch._foreach_sqrt(exp_avg_sqs)  # √v̂ + ε = √v / √(1−β₂ᵗ) + ε
             torch._foreach_div_(denom, math.sqrt(bias_correction2))
             torch._foreach_add_(denom, group["eps"])
             # θ ← θ − (η / (1−β₁ᵗ)) m / (√v̂ + ε)
-            torch._foreach_addcdiv_(params, exp_avgs, denom, value=-group["lr"] / bias_correction1)
-        return loss
+            torch._foreach_addcdiv_(ps, exp_avgs, denom, value=-group["lr"] / bias_correction1)
 
 
 #: Optimizer name (as used by configs and the CLI) → hand-written class.

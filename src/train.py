@@ -28,7 +28,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import CheckpointIO
 
-from .callbacks import AtomicCheckpointIO, FiniteLossGuard, ResumableModelCheckpoint, RNGStateCallback
+from .callbacks import AtomicCheckpointIO, ResumableModelCheckpoint, RNGStateCallback
 from .checks import ConfigError, DataError, DivergenceError, check_config, one_line
 from .data import MNISTDataModule
 from .files import write_text_atomic
@@ -75,8 +75,8 @@ class CLI(LightningCLI):
         ):
             # Redrawing the bar every step costs more than a training step here.
             callbacks.append(TQDMProgressBar(refresh_rate=50))
-        # src.callbacks: stop on a NaN/inf loss; carry the random states in checkpoints
-        callbacks += [FiniteLossGuard(), RNGStateCallback()]
+        # src.callbacks: carry the random states in checkpoints (a NaN/inf loss is stopped by the module)
+        callbacks += [RNGStateCallback()]
         kwargs["callbacks"] = callbacks
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src import functional as HF
 from src.dropout import Dropout, MaskStream, check_dropout, dropout, dropout_mask
 from src.models import FeedForwardNet, SequentialNet
 from src.module import MLPClassifier
@@ -88,6 +89,24 @@ def test_fused_and_per_op_paths_draw_the_same_masks(activation):
     assert torch.equal(a, b)
     for u, v in zip(ga, gb):
         assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_fused_with_workspace_equals_per_op_over_steps(activation):
+    """The training path (fused node, buffers reused from step to step) against the per-op chain, 3 steps."""
+    fast = FeedForwardNet(**ARCH, activation=activation, seed=1, dropout=0.4, dropout_seed=5)
+    slow = FeedForwardNet(**ARCH, activation=activation, seed=1, dropout=0.4, dropout_seed=5, fused=False)
+    fast.workspace = HF.Workspace()
+    for step in range(3):
+        x = torch.randn(16, 12, generator=torch.Generator().manual_seed(step))
+        grads = []
+        for net in (fast, slow):
+            net.zero_grad()
+            net.logits(x).square().sum().backward()
+            grads.append([p.grad.clone() for p in net.parameters()])
+        for u, v in zip(*grads):
+            assert torch.equal(u, v), step
+    assert len(fast.workspace.dropped) == 2  # the dropped outputs live in the workspace too
 
 
 def test_twin_uses_nn_dropout_and_matches_with_the_same_masks():

@@ -31,8 +31,9 @@ class _DM(pl.LightningDataModule):
         dict(activation="sigmoid", optimizer="gd", lr=0.3),
         dict(activation="relu", optimizer="adam", lr=0.01, regularization="l2", alpha=0.01),
         dict(activation="tanh", optimizer="gd", lr=0.1, loss="mse"),
+        dict(activation="relu", optimizer="adam", lr=0.01, dropout=0.3),  # the same masks on both paths
     ],
-    ids=["sigmoid-gd", "relu-adam-l2", "tanh-mse"],
+    ids=["sigmoid-gd", "relu-adam-l2", "tanh-mse", "relu-adam-dropout"],
 )
 def test_trainer_path_equals_straightforward_loop(setting):
     gen = torch.Generator().manual_seed(0)
