@@ -8,8 +8,8 @@ uniform and rounded to whole pixels, the elastic field uniform noise blurred by 
 ``gaussian_blur``), but **per image**: a v2 transform called on a batch tensor draws one parameter
 set and deforms every image of the batch alike, and calling it image by image costs about as much
 as the training step itself (BENCHMARKS.md).  So each image's inverse affine matrix goes into one
-batched ``torch.nn.functional.affine_grid`` (the elastic displacements are added to that grid), and
-one ``grid_sample`` resamples the batch, bilinearly, with the background outside the image: the
+batched sampling grid (``affine_grid``'s, bit for bit, with its base grid made once; the elastic
+displacements are added to it), and one ``grid_sample`` resamples the batch, bilinearly, with the background outside the image: the
 very grid and sampling torchvision's ``affine`` / ``elastic`` kernels build for one parameter set.
 ``tests/test_augment.py`` checks every image against ``v2.functional.affine`` / ``elastic`` called
 with that image's own parameters.
@@ -84,6 +84,7 @@ class BatchAugment:
         self.elastic_alpha, self.elastic_sigma = float(elastic_alpha), float(elastic_sigma)
         self.background, self.size = float(background), size
         self.generator = torch.Generator()
+        self._base: Tensor | None = None  # (1, H·W, 3): the pixel centers (x, y, 1), made on first use
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed % 2**63)
@@ -136,11 +137,30 @@ class BatchAugment:
         row1 = torch.stack([-sin, cos, -(-sin * tx + cos * ty) / (h / 2)], -1)
         return torch.stack([row0, row1], 1)  # (n, 2, 3)
 
+    def grid(self, theta: Tensor) -> Tensor:
+        """``F.affine_grid(theta, (n, 1, H, W), align_corners=False)``, bit for bit, with its base grid made once.
+
+        ``affine_grid`` fills an ``(n, H, W, 3)`` grid of pixel centers ``(x, y, 1)`` on every call,
+        then multiplies it by each ``θᵀ`` (``bmm``); on 28×28 images that costs about as much as the
+        resampling itself.  Here the centers are computed once, by the same formula (ATen's
+        ``linspace(−1, 1, W) · (W − 1) / W``), and the same ``bmm`` reads them through a broadcast
+        view, so the grid is identical (``tests/test_augment.py``) at about a third of the cost.
+        """
+        n, (h, w) = len(theta), self.size
+        if self._base is None or self._base.dtype != theta.dtype or self._base.device != theta.device:
+            opts = dict(dtype=theta.dtype, device=theta.device)
+            base = torch.empty(1, h, w, 3, **opts)
+            base[..., 0].copy_(torch.linspace(-1, 1, w, **opts) * (w - 1) / w)
+            base[..., 1].copy_((torch.linspace(-1, 1, h, **opts) * (h - 1) / h).unsqueeze(-1))
+            base[..., 2].fill_(1)
+            self._base = base.view(1, h * w, 3)
+        return self._base.expand(n, -1, -1).bmm(theta.transpose(1, 2)).view(n, h, w, 2)
+
     def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         """``x`` ``(n, H·W)`` deformed with ``params``; same shape and dtype."""
         n, (h, w) = len(x), self.size
         theta = self.theta(params, self.size).to(x.dtype)
-        grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)  # (n, H, W, 2)
+        grid = self.grid(theta)  # (n, H, W, 2)
         if "displacement" in params:
             grid = grid + params["displacement"].to(x.dtype)
         images = (x - self.background).view(n, 1, h, w)  # background 0, so zero padding fills it

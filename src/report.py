@@ -320,8 +320,12 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
     labels = _labels(runs)
     table = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     table += ["| " + " | ".join(_row(label, run)) + " |" for label, run in zip(labels, runs)]
-    several = any(len(g) > 1 for g in _groups(runs).values())
-    if several:  # the mean ± std over seeds first; then every run; the figures of each experiment's first run
+    # experiments run with several seeds: their mean ± std first; then every run; the figures of
+    # each such experiment's first run only (runs of one experiment with the same seed stay apart)
+    groups = _groups(runs)
+    seeded = {n for n, g in groups.items() if len(g) > 1 and len({r.seed for r in g}) == len(g)}
+    several = bool(seeded)
+    if several:
         table = [
             "Mean ± sample standard deviation over the seeds listed (wall time: mean):",
             "",
@@ -331,10 +335,11 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
             "",
             *table,
         ]
-        first = {id(g[0]) for g in _groups(runs).values()}
-        sections = [(run.experiment, run) for run in runs if id(run) in first]
-    else:
-        sections = list(zip(labels, runs))
+    sections = [
+        (run.experiment if run.experiment in seeded else label, run)
+        for label, run in zip(labels, runs)
+        if run.experiment not in seeded or run is groups[run.experiment][0]
+    ]
     md = [
         "# Results",
         "",

@@ -38,6 +38,14 @@ def test_each_image_equals_torchvision_affine_with_its_own_parameters():
     assert len(set(params["angle"].tolist())) == 32  # a draw per image, not one per batch
 
 
+def test_grid_is_affine_grid_bit_for_bit():
+    aug = BatchAugment(degrees=30, translate=0.2, scale=(0.7, 1.3))
+    for seed in range(5):
+        aug.seed(seed)
+        theta = aug.theta(aug.draw(64), (28, 28)).float()
+        assert torch.equal(aug.grid(theta), torch.nn.functional.affine_grid(theta, [64, 1, 28, 28], align_corners=False))
+
+
 def test_elastic_field_equals_torchvision_elastic():
     gen = torch.Generator().manual_seed(2)
     x = _digits(4, gen)

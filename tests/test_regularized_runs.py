@@ -20,6 +20,7 @@ RUN = ["fit", "--data.data_dir", "data", "--data.val_size", "200", "--data.eval_
 def fake_data(tmp_path, monkeypatch):
     write_fake_mnist(tmp_path / "data", n_train=800, n_test=200, gz=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["python"])  # else LightningCLI warns (on stderr) that args= overrides pytest's argv
     return tmp_path
 
 
