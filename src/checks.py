@@ -81,11 +81,12 @@ def check_config(cfg: Any, subcommand: str | None = None) -> None:
         alpha = _get(model, "alpha")
         if alpha is not None and not (isinstance(alpha, (int, float)) and 0 <= alpha < math.inf):
             raise ConfigError(f"--model.alpha={alpha!r} is not allowed; the penalty strength must be finite and >= 0")
-        p = _get(model, "dropout")
-        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1):
-            raise ConfigError(
-                f"--model.dropout={p!r} is not allowed; the drop probability must be >= 0 and < 1 (0 = off)"
-            )
+        for key in ("dropout", "input_dropout"):
+            p = _get(model, key)
+            if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1):
+                raise ConfigError(
+                    f"--model.{key}={p!r} is not allowed; the drop probability must be >= 0 and < 1 (0 = off)"
+                )
         hidden = _get(model, "hidden_layers")
         if hidden is not None and (
             len(hidden) == 0 or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in hidden)

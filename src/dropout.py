@@ -24,11 +24,11 @@ from .functional import HandFunction
 __all__ = ["Dropout", "MaskStream", "dropout", "dropout_mask", "check_dropout"]
 
 
-def check_dropout(p: Any) -> float:
+def check_dropout(p: Any, name: str = "dropout") -> float:
     """``p`` if it is a drop probability dropout can use (0 ≤ p < 1), else a ``ValueError`` naming it."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
         raise ValueError(
-            f"dropout={p!r} is not allowed; the drop probability must be a number with 0 <= p < 1 "
+            f"{name}={p!r} is not allowed; the drop probability must be a number with 0 <= p < 1 "
             "(0 turns dropout off; 1 would drop every unit)"
         )
     return float(p)

@@ -76,6 +76,7 @@ class FeedForwardNet(nn.Module):
     ``dropout`` ``p`` (0 ≤ p < 1) applies inverted dropout (:mod:`src.dropout`) to every hidden
     layer's output in training mode; its masks come from ``self.masks``, a
     :class:`~src.dropout.MaskStream` seeded with ``dropout_seed`` (the LightningModule checkpoints it).
+    ``input_dropout`` does the same to the input pixels (its mask drawn first).
     """
 
     def __init__(
@@ -91,9 +92,11 @@ class FeedForwardNet(nn.Module):
         fused: bool = True,
         dropout: float = 0.0,
         dropout_seed: int = 0,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.dropout = check_dropout(dropout)
+        self.input_dropout = check_dropout(input_dropout, "input_dropout")
         params = _initial_parameters(
             inputs, hidden_layers, outputs, activation, output_activation, initialization, seed, dtype
         )
@@ -119,6 +122,8 @@ class FeedForwardNet(nn.Module):
 
     def logits(self, x: Tensor) -> Tensor:
         drop = self.dropout if self.training else 0.0
+        if self.training and self.input_dropout:  # the input's mask first, then the hidden layers'
+            x = hand_dropout(x, self.input_dropout, True, self.masks.generator(x.device))
         if self.fused:
             params = [self._parameters[n] for n in self._names]
             # buffers only for training steps: an evaluation must not overwrite what a backward needs
@@ -178,15 +183,17 @@ class SequentialNet(nn.Module):
         seed: int | torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
         dropout: float = 0.0,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.dropout = check_dropout(dropout)
+        self.input_dropout = check_dropout(input_dropout, "input_dropout")
         params = _initial_parameters(
             inputs, hidden_layers, outputs, activation, output_activation, initialization, seed, dtype
         )
         sizes = [inputs, *hidden_layers, outputs]
         self.activation, self.output_activation = activation, output_activation
-        modules: list[nn.Module] = []
+        modules: list[nn.Module] = [nn.Dropout(self.input_dropout)] if self.input_dropout else []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
             layer = nn.Linear(fan_in, fan_out, dtype=dtype)
             with torch.no_grad():

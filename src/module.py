@@ -71,6 +71,7 @@ class MLPClassifier(pl.LightningModule):
             (0 ≤ p < 1; 0 = off), :mod:`src.dropout` (the twin: ``nn.Dropout``).  The custom
             net's masks come from their own generator, seeded from the run's seed and saved in
             every checkpoint, so a resumed run draws the same masks.
+        input_dropout: the same on the input pixels (0 ≤ p < 1; 0 = off).
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class MLPClassifier(pl.LightningModule):
         inputs: int = 784,
         outputs: int = 10,
         dropout: float = 0.0,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -112,9 +114,11 @@ class MLPClassifier(pl.LightningModule):
         if implementation == "custom":
             # the masks' stream: seeded from the run's seed (set by --seed_everything before this)
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            self.net = FeedForwardNet(*net_args, dropout=dropout, dropout_seed=seed + DROPOUT_SEED_OFFSET)
+            self.net = FeedForwardNet(
+                *net_args, dropout=dropout, dropout_seed=seed + DROPOUT_SEED_OFFSET, input_dropout=input_dropout
+            )
         else:
-            self.net = SequentialNet(*net_args, dropout=dropout)
+            self.net = SequentialNet(*net_args, dropout=dropout, input_dropout=input_dropout)
         # softmax + cross-entropy is computed fused from the logits in both implementations
         self.fused = loss == "cross_entropy" and output_activation == "softmax"
         # Lightning's automatic optimization wraps every step in a closure and a dozen hook
@@ -326,7 +330,7 @@ class MLPClassifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the dropout masks' random stream, so a resumed run draws the masks the uninterrupted one would
-        if isinstance(self.net, FeedForwardNet) and self.net.dropout:
+        if isinstance(self.net, FeedForwardNet) and (self.net.dropout or self.net.input_dropout):
             checkpoint["dropout_masks"] = self.net.masks.state_dict()
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):

@@ -94,8 +94,9 @@ def test_fused_and_per_op_paths_draw_the_same_masks(activation):
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
 def test_fused_with_workspace_equals_per_op_over_steps(activation):
     """The training path (fused node, buffers reused from step to step) against the per-op chain, 3 steps."""
-    fast = FeedForwardNet(**ARCH, activation=activation, seed=1, dropout=0.4, dropout_seed=5)
-    slow = FeedForwardNet(**ARCH, activation=activation, seed=1, dropout=0.4, dropout_seed=5, fused=False)
+    kw = dict(activation=activation, seed=1, dropout=0.4, dropout_seed=5, input_dropout=0.2)
+    fast = FeedForwardNet(**ARCH, **kw)
+    slow = FeedForwardNet(**ARCH, **kw, fused=False)
     fast.workspace = HF.Workspace()
     for step in range(3):
         x = torch.randn(16, 12, generator=torch.Generator().manual_seed(step))
@@ -124,6 +125,19 @@ def test_twin_uses_nn_dropout_and_matches_with_the_same_masks():
     twin.eval()
     custom.eval()
     torch.testing.assert_close(custom.logits(x), twin.logits(x))
+
+
+def test_input_dropout_drops_pixels_in_training_only():
+    net = FeedForwardNet(**ARCH, activation="relu", seed=0, input_dropout=0.5)
+    plain = FeedForwardNet(**ARCH, activation="relu", seed=0)
+    x = torch.randn(8, 12)
+    assert not torch.equal(net.logits(x), plain.logits(x))
+    net.eval()
+    assert torch.equal(net.logits(x), plain.logits(x))
+    twin = SequentialNet(**ARCH, input_dropout=0.5, dropout=0.1)
+    assert isinstance(twin.net[0], nn.Dropout) and twin.net[0].p == 0.5 and isinstance(twin.net[1], nn.Linear)
+    with pytest.raises(ValueError, match="input_dropout=1 is not allowed"):
+        FeedForwardNet(**ARCH, input_dropout=1)
 
 
 def test_mask_stream_state_round_trip():
