@@ -17,6 +17,7 @@ weight decay on top.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from typing import Literal, NoReturn, Optional
@@ -125,6 +126,10 @@ class MLPClassifier(pl.LightningModule):
         # calls, which cost about as much as this small net's whole step on 2 CPU cores
         # (BENCHMARKS.md); the step is written out in `training_step` instead.
         self.automatic_optimization = False
+        # set by on_train_start: the optimizer (Lightning's wrapper and the raw one) and whether the
+        # step runs the fast path (plain backward, the raw optimizer) or through manual_backward
+        self._lightning_optimizer = self._optimizer = None
+        self._plain_backward = False
 
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -138,6 +143,15 @@ class MLPClassifier(pl.LightningModule):
         self._epoch_start = self._last_batch_end = 0.0
         #: seconds of each epoch run by this process: the training pass, and with its validation
         self.epoch_times: dict[str, list[float]] = {"train_epoch_s": [], "epoch_s": []}
+
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets `_current_fx_name` (a string) before and after every hook it calls, about
+        # twenty times per training step; nn.Module.__setattr__ first checks the value against
+        # parameters, buffers and submodules, which a string never is.  Same result, stored directly.
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
 
     # ----------------------------------------------------------------- math
     def forward(self, x: Tensor) -> Tensor:
@@ -234,7 +248,7 @@ class MLPClassifier(pl.LightningModule):
                 opt.step()
             lightning_opt._on_after_step()
         else:
-            opt = self._lightning_optimizer
+            opt = self._lightning_optimizer or self.optimizers()
             opt.zero_grad()
             self.manual_backward(loss)  # the strategy's backward: DDP all-reduces the gradients
             opt.step()
@@ -250,8 +264,13 @@ class MLPClassifier(pl.LightningModule):
                 self.logger.log_metrics({"train/loss": detached.item()}, step=self.global_step)
         return detached
 
+    # Lightning reads the signature on every step (to decide whether to pass batch_idx); cached,
+    # as HandFunction caches its Functions' (inspect rebuilds it each time otherwise).
+    training_step.__signature__ = inspect.signature(training_step)
+
     def _diverged(self, what: str) -> NoReturn:
-        lr = self._optimizer.param_groups[0]["lr"]
+        opt = self._optimizer or self.optimizers(use_pl_optimizer=False)
+        lr = opt.param_groups[0]["lr"]
         raise DivergenceError(
             f"training diverged: {what} at step {self.trainer.global_step} (epoch {self.trainer.current_epoch}) "
             f"with learning rate {lr:g}; stopped without saving a checkpoint (the previous ones are "

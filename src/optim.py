@@ -73,6 +73,9 @@ class HandOptimizer(Optimizer):
         def hook(p: Tensor) -> None:
             self._update(group, [p], [p.grad])
             p.grad = None
+            # torch's LR schedulers check that the optimizer stepped before they do (and warn
+            # otherwise) through this flag, which their wrapper around step() sets
+            self._opt_called = True
 
         return hook
 
@@ -114,7 +117,10 @@ class GD(HandOptimizer):
         super().__init__(params, {"lr": _check_lr(lr)})
 
     def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
-        torch._foreach_add_(params, grads, alpha=-group["lr"])
+        if len(params) == 1:  # from the backward hook: the same op without the list's overhead
+            params[0].add_(grads[0], alpha=-group["lr"])
+        else:
+            torch._foreach_add_(params, grads, alpha=-group["lr"])
 
 
 class Adam(HandOptimizer):

@@ -129,3 +129,62 @@ def test_feed_forward_is_once_differentiable(gen):
     (gx,) = torch.autograd.grad(HF.feed_forward(x, "tanh", [w, b]).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError):  # once_differentiable: no graph to differentiate again
         gx.sum().backward()
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "identity"])
+def test_in_place_activation_and_derivative_equal_the_out_of_place_ones(activation, gen):
+    """forward_ / derivative_ (the workspace's in-place ops) give the same bits as forward / derivative."""
+    fn = {"relu": HF.ReLU, "sigmoid": HF.Sigmoid, "tanh": HF.Tanh, "identity": HF.Identity}[activation]
+    z = torch.randn(32, 7, generator=gen) * 3
+    z[0, :3] = 0.0  # ReLU's kink: derivative 0 there, as torch
+    y = fn.forward(z.clone())
+    assert torch.equal(fn.forward_(z.clone()), y)
+    grad = torch.randn(32, 7, generator=gen)
+    expected = fn.derivative(grad, y)
+    got = fn.derivative_(grad.clone(), y, torch.empty_like(y))
+    assert torch.equal(got, expected)
+
+
+def _net(gen, sizes=(8, 6, 5, 3), dtype=torch.float32):
+    return [t for i, o in zip(sizes[:-1], sizes[1:]) for t in (randn(o, i, gen=gen).to(dtype).detach().requires_grad_(),
+                                                               randn(o, gen=gen).to(dtype).detach().requires_grad_())]  # fmt: skip
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_feed_forward_with_a_workspace_equals_fresh_tensors(activation, gen):
+    """Reused buffers give the same logits and gradients to the last bit, step after step, also
+    when the batch size changes (the last, shorter batch of an epoch) and back."""
+    params = _net(gen)
+    ws = HF.Workspace()
+    for batch in (16, 16, 5, 16):
+        x = torch.randn(batch, 8, generator=gen)
+        g = torch.randn(batch, 3, generator=gen)
+        fresh = HF.feed_forward(x, activation, params)
+        reused = HF.feed_forward(x, activation, params, ws)
+        assert torch.equal(fresh, reused)
+        for a, b in zip(torch.autograd.grad(fresh, params, g), torch.autograd.grad(reused, params, g)):
+            assert torch.equal(a, b)
+    assert ws.key[0] == 16 and ws.hidden[0].shape == (16, 6)
+
+
+def test_workspace_refuses_a_stale_backward(gen):
+    """A second training forward overwrites the buffers the first one's backward needs: that
+    backward raises instead of returning wrong gradients."""
+    params = _net(gen)
+    ws = HF.Workspace()
+    loss = HF.feed_forward(torch.randn(4, 8, generator=gen), "sigmoid", params, ws).sum()
+    logits = HF.feed_forward(torch.randn(4, 8, generator=gen), "sigmoid", params, ws)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):  # the saved h_l changed
+        loss.backward()
+    HF.feed_forward(torch.randn(4, 8, generator=gen), "sigmoid", params, ws)
+    with pytest.raises(RuntimeError, match="modified inplace"):  # and the logits held since then too
+        logits.sum()
+
+
+def test_workspace_logits_are_not_the_buffer(gen):
+    """The caller gets a view: the buffer itself never carries a graph."""
+    params = _net(gen)
+    ws = HF.Workspace()
+    out = HF.feed_forward(torch.randn(4, 8, generator=gen), "tanh", params, ws)
+    assert out is not ws.logits and out.data_ptr() == ws.logits.data_ptr()
+    assert ws.logits.grad_fn is None
