@@ -1,30 +1,24 @@
-"""Lightning extensions that keep runs safe: stop on divergence, write checkpoints atomically, resume exactly.
+"""Lightning callbacks that keep runs safe: stop on divergence, resume exactly.
 
 * :class:`RNGStateCallback` — saves and restores the torch / NumPy / Python random states;
 * :class:`ResumableModelCheckpoint` — a resumed run (which writes into a new ``version_N``) keeps
   comparing with the interrupted run's best checkpoint, so it picks the same best checkpoint as an
-  uninterrupted run;
-* :class:`AtomicCheckpointIO` — writes each ``.ckpt`` to a temporary file in the same folder,
-  fsyncs and renames it, and loads with ``weights_only=True``.
+  uninterrupted run.
+
+Checkpoints are written and read by :class:`src.checkpoints.AtomicCheckpointIO`.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 import random
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from .checks import ConfigError
-
-__all__ = ["RNGStateCallback", "ResumableModelCheckpoint", "AtomicCheckpointIO"]
+__all__ = ["RNGStateCallback", "ResumableModelCheckpoint"]
 
 
 class RNGStateCallback(Callback):
@@ -107,62 +101,3 @@ class ResumableModelCheckpoint(ModelCheckpoint):
         self.best_model_path = state_dict["best_model_path"]
         if self.dirpath == state_dict.get("dirpath", self.dirpath):
             self.last_model_path = state_dict.get("last_model_path", self.last_model_path)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Save each checkpoint crash-safely and load it without running code.
-
-    Saving: ``torch.save`` into ``.<name>.<pid>.tmp`` beside the target, ``fsync``, then
-    ``os.replace`` (atomic on POSIX and Windows) and an ``fsync`` of the folder — a kill at any
-    moment leaves the old ``.ckpt`` or the new one, never a truncated file.  (Lightning's own
-    writer stages the file in the system temp folder and *moves* it, which is a copy, not a
-    rename, whenever that folder is on another file system.)  A stale ``.tmp`` left by a kill
-    is never read.
-
-    Loading: ``torch.load(weights_only=True)`` unless the caller asks otherwise, so a checkpoint
-    can hold tensors and plain Python values only; this project's checkpoints need nothing else.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        if "://" in str(path):  # remote file systems: Lightning's own transactional writer
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        if storage_options is not None:
-            raise TypeError(f"storage_options are not supported by {type(self).__name__}")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def load_checkpoint(
-        self,
-        path,
-        map_location: Optional[Callable] = lambda storage, loc: storage,
-        weights_only: Optional[bool] = None,
-    ) -> dict[str, Any]:
-        try:
-            return super().load_checkpoint(path, map_location, weights_only=True if weights_only is None else weights_only)
-        except FileNotFoundError as err:
-            raise ConfigError(f"--ckpt_path={str(path)!r}: no such checkpoint file") from err
-        except pickle.UnpicklingError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(
-                f"checkpoint {path} cannot be loaded safely (weights_only=True refuses it: {first}); "
-                "it is not a checkpoint of this project or it is damaged"
-            ) from err
-        except Exception as err:  # a truncated archive, a file that is no checkpoint at all, …
-            raise ConfigError(
-                f"checkpoint {path} is damaged or not a PyTorch checkpoint ({type(err).__name__}: {err})"
-            ) from err

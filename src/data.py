@@ -30,13 +30,18 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+from jsonargparse.typing import PositiveInt
 from torchvision import datasets
 
 from .augment import BatchAugment, check_augment
-from .checks import ConfigError, DataError, check_split_files, check_val_size
+from .checks import FiniteNonNegativeFloat, FinitePositiveFloat, HalfTurnDegrees, UnitIntervalCO, check_val_size
+from .errors import DataError
+from .idx import check_split_files
 from .images import load_folder
 
-__all__ = ["MNISTDataModule", "TensorBatches", "DATASETS", "prepare_raw_files", "ensure_split", "load_split"]
+__all__ = [
+    "MNISTDataModule", "TensorBatches", "DATASETS", "prepare_raw_files", "check_files", "ensure_split", "load_split",
+]  # fmt: skip
 
 DATASETS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST, "KMNIST": datasets.KMNIST}
 NUM_CLASSES = 10
@@ -80,7 +85,7 @@ def ensure_split(data_dir: str | Path, dataset: str, train: bool) -> None:
     try:
         if not have_files:
             cls(str(data_dir), train=train, download=True)
-        # header, length, image size, labels, checksum (src.checks), before torchvision reads
+        # header, length, image size, labels, checksum (src.idx), before torchvision reads
         check_split_files(raw, tuple(names), dataset)
     except DataError:
         raise
@@ -91,6 +96,19 @@ def ensure_split(data_dir: str | Path, dataset: str, train: bool) -> None:
             f"{', '.join(n for n in _raw_names(dataset) if not (raw / n).exists()) or 'none'}. Offline, "
             f"copy them there; online, torchvision downloads them by itself. Download error: {err}"
         ) from err
+
+
+def check_files(data_dir: str | Path, dataset: str = "MNIST") -> bool:
+    """Unpack and check the four files if they are all there (no download); return whether they were.
+
+    The CLI calls this before Lightning starts, so a damaged file is the only line the user sees.
+    """
+    if not Path(data_dir).is_dir() or not prepare_raw_files(data_dir, dataset):
+        return False  # missing files: prepare_data downloads them (or says which are missing)
+    raw, names = Path(data_dir) / dataset / "raw", _raw_names(dataset)
+    for pair in (names[:2], names[2:]):
+        check_split_files(raw, tuple(pair), dataset)
+    return True
 
 
 def load_split(data_dir: str | Path, dataset: str, train: bool) -> tuple[Tensor, Tensor]:
@@ -180,8 +198,11 @@ class MNISTDataModule(pl.LightningDataModule):
         eval_batch_size: batch size for validation, test and the train-split report
             (larger is faster and does not change any result).
         seed: seeds the train/validation split and the per-epoch order; ``None``
-            takes the run's ``--seed_everything`` value.
-        predict_dir: folder of PNG/JPEG images for ``predict``.
+            takes the run's ``--seed_everything`` value.  Checkpoints carry the seed and
+            ``val_size`` actually used, with the training split's mean and std: restored,
+            they rebuild the same split (``validate``/``test``/a resumed ``fit``), so no
+            training image leaks into validation whatever the command line's seed.
+        predict_dir: folder of digit images (PNG, JPEG, … any format PIL reads) for ``predict``.
         augment: deform every training batch (never validation, test or predict batches) with a
             random affine map per image (:mod:`src.augment`): rotation uniform in
             ``±augment_degrees``, shift in ``±augment_translate`` × 28 pixels (whole pixels),
@@ -194,19 +215,21 @@ class MNISTDataModule(pl.LightningDataModule):
         self,
         dataset: Literal["MNIST", "FashionMNIST", "KMNIST"] = "MNIST",
         data_dir: str = "data/",
-        batch_size: int = 64,
-        val_size: int = 10_000,
-        eval_batch_size: int = 1000,
+        batch_size: PositiveInt = 64,
+        val_size: PositiveInt = 10_000,
+        eval_batch_size: PositiveInt = 1000,
         seed: Optional[int] = None,
         predict_dir: Optional[str] = None,
         augment: bool = False,
-        augment_degrees: float = 10.0,
-        augment_translate: float = 0.1,
-        augment_scale: tuple[float, float] = (0.9, 1.1),
-        augment_elastic_alpha: float = 0.0,
-        augment_elastic_sigma: float = 4.0,
+        augment_degrees: HalfTurnDegrees = 10.0,
+        augment_translate: UnitIntervalCO = 0.1,
+        augment_scale: tuple[FinitePositiveFloat, FinitePositiveFloat] = (0.9, 1.1),
+        augment_elastic_alpha: FiniteNonNegativeFloat = 0.0,
+        augment_elastic_sigma: FinitePositiveFloat = 4.0,
     ) -> None:
         super().__init__()
+        if Path(data_dir).exists() and not Path(data_dir).is_dir():
+            raise ValueError(f"--data.data_dir={data_dir!r} is a file; give the folder that holds {dataset}/raw/")
         self.save_hyperparameters()
         check_augment(augment_degrees, augment_translate, augment_scale, augment_elastic_alpha, augment_elastic_sigma)
         self.augment = augment
@@ -219,6 +242,7 @@ class MNISTDataModule(pl.LightningDataModule):
         self.predict_names: list[str] = []  # files read by setup("predict"), in batch order
         self.predict_pixels: Tensor | None = None  # their pixels in [0, 1], (N, 28, 28)
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self._split_of: tuple[int, int] | None = None  # (seed, val_size) that made self.splits
         self.mean: float | None = None
         self.std: float | None = None
 
@@ -241,14 +265,22 @@ class MNISTDataModule(pl.LightningDataModule):
             return
         if self.splits:
             return
+        self._split(self.seed, self.val_size)
+
+    def _split(self, seed: int, val_size: int, mean: float | None = None, std: float | None = None) -> None:
+        """Split the training images (seeded), standardize every split with the training split's statistics.
+
+        ``mean``/``std`` given (from a checkpoint) are used instead of the training split's own.
+        """
         images, labels = load_split(self.data_dir, self.dataset, train=True)
         test_images, test_labels = load_split(self.data_dir, self.dataset, train=False)
-        check_val_size(self.val_size, len(labels), self.dataset)
-        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
-        val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
+        check_val_size(val_size, len(labels), self.dataset)
+        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        val_idx, train_idx = perm[:val_size], perm[val_size:]
         train_x = images[train_idx].float().div_(255)
-        self.mean, self.std = train_x.mean().item(), train_x.std().item()
-
+        if mean is None or std is None:
+            mean, std = train_x.mean().item(), train_x.std().item()
+        self.mean, self.std = mean, std
 
         def standardized(x01: Tensor) -> Tensor:  # in place on a fresh copy: one float copy per split
             return x01.sub_(self.mean).div_(self.std).reshape(len(x01), -1)
@@ -258,6 +290,7 @@ class MNISTDataModule(pl.LightningDataModule):
             "val": (standardized(images[val_idx].float().div_(255)), labels[val_idx]),
             "test": (standardized(test_images.float().div_(255)), test_labels),
         }
+        self._split_of = (seed, val_size)
         if self.augment:
             hp = self.hparams
             self.augmenter = BatchAugment(
@@ -272,7 +305,8 @@ class MNISTDataModule(pl.LightningDataModule):
             return batch
         epoch, rank = trainer.current_epoch, trainer.global_rank
         if self._augment_epoch != epoch:  # the epoch's first batch: reseed from (seed, epoch, rank)
-            self.augmenter.seed((self.seed * 1_000_003 + epoch) * 65_537 + rank + 0xA06)
+            seed = self._split_of[0] if self._split_of else self.seed  # the split's seed (a checkpoint's on resume)
+            self.augmenter.seed((seed * 1_000_003 + epoch) * 65_537 + rank + 0xA06)
             self._augment_epoch = epoch
         x, onehot, labels = batch
         return self.augmenter(x), onehot, labels
@@ -302,8 +336,6 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def setup_predict(self) -> None:
         """Read ``predict_dir``'s images in MNIST's format (:mod:`src.images`), warning of each skipped file."""
-        if self.predict_dir is None:
-            raise ConfigError("predict needs --data.predict_dir <a folder of PNG/JPEG digit images>")
         try:
             self.predict_names, self.predict_pixels, problems = load_folder(self.predict_dir)
         except ValueError as err:  # no such folder, or not one usable image in it: the message names it
@@ -320,8 +352,17 @@ class MNISTDataModule(pl.LightningDataModule):
         return TensorBatches(x, torch.zeros(len(x), dtype=torch.long), self.eval_batch_size)
 
     def state_dict(self) -> dict:
-        # Saved in checkpoints so that predict can standardize new images the same way.
-        return {"mean": self.mean, "std": self.std}
+        # Saved in checkpoints: predict standardizes new images the same way, and validate, test
+        # and a resumed fit rebuild the very split the weights were trained on.
+        seed, val_size = self._split_of or (self.seed, self.val_size)
+        return {"mean": self.mean, "std": self.std, "seed": int(seed), "val_size": int(val_size)}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        # Lightning restores this after setup() has split with the command line's values.
         self.mean, self.std = state_dict.get("mean"), state_dict.get("std")
+        seed, val_size = state_dict.get("seed"), state_dict.get("val_size")
+        if seed is None or val_size is None:  # a checkpoint written before the split was saved
+            return
+        self._seed, self.val_size = seed, val_size
+        if self.splits and self._split_of != (seed, val_size):
+            self._split(seed, val_size, self.mean, self.std)

@@ -221,7 +221,7 @@ class Softmax(HandFunction):
 class Identity(HandFunction):
     """The identity ``f(x) = x``; ``f'(x) = 1``.
 
-    This is the seed report's ``Linear`` *activation*.  It is named ``identity``
+    This is the course report's ``Linear`` *activation*.  It is named ``identity``
     here so that PyTorch readers do not confuse it with the affine layer
     (:class:`Linear` / ``nn.Linear``).
     """
@@ -437,7 +437,7 @@ def softmax(x: Tensor) -> Tensor:
 
 
 def identity(x: Tensor) -> Tensor:
-    """The seed's "Linear" activation, ``f(x) = x`` (see :class:`Identity`)."""
+    """The course report's "Linear" activation, ``f(x) = x`` (see :class:`Identity`)."""
     return Identity.apply(x)
 
 

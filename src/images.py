@@ -10,10 +10,13 @@ placed in a 28×28 field so that their center of mass sits at its center
 
 1. transparency is flattened onto a background that contrasts with the ink;
 2. grayscale; if the border is mostly light (ink on paper) the image is inverted;
-3. everything at or below the background level (the border's median, plus a
+3. uneven lighting is levelled: a plane fitted to the border (the paper, robustly: border
+   pixels the digit touches are left out of the fit) is subtracted, so a page lit from one
+   side (a 150→230 ramp, say) becomes an even background;
+4. everything at or below the background level (the border's median, plus a
    tenth of the contrast, which swallows paper texture and JPEG noise) goes to
    0 and the ink is stretched to 0…255;
-4. the ink's bounding box is resized to fit 20×20 and pasted into 28×28 by mass.
+5. the ink's bounding box is resized to fit 20×20 and pasted into 28×28 by mass.
 """
 
 from __future__ import annotations
@@ -67,11 +70,39 @@ def _background(im: Image.Image) -> float:
     return frame.median().item()
 
 
+def _level(im: Image.Image, flat: float = 12.0) -> Image.Image:
+    """Subtract the background's linear ramp, fitted to the outer frame; an (almost) even one is left alone.
+
+    The plane ``a + b·x + c·y`` is fitted to the frame by least squares twice: the second fit
+    leaves out the frame pixels more than 3 robust deviations off the first (where the digit
+    touches the border).  Uneven lighting is smooth, so the plane carries it and the digit stays.
+    """
+    g = pil_to_tensor(im)[0].double()
+    h, w = g.shape
+    if min(h, w) < 3:
+        return im
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    frame = torch.zeros(h, w, dtype=torch.bool)
+    frame[0], frame[-1], frame[:, 0], frame[:, -1] = True, True, True, True
+    design = torch.stack([torch.ones_like(xs), xs / w, ys / h], -1)  # (h, w, 3)
+    a, v = design[frame], g[frame]  # (n, 3), (n,)
+    coef = torch.linalg.lstsq(a, v[:, None]).solution
+    resid = (v - (a @ coef)[:, 0]).abs()
+    keep = resid <= 3 * 1.4826 * resid.median() + 2
+    coef = torch.linalg.lstsq(a[keep], v[keep][:, None]).solution
+    plane = (design @ coef)[..., 0]
+    if plane.max() - plane.min() < flat:
+        return im  # even lighting: nothing to level
+    levelled = (g - plane).clamp(0, 255).round().to(torch.uint8)
+    return Image.fromarray(levelled.numpy(), mode="L")
+
+
 def to_mnist(im: Image.Image) -> Image.Image:
     """One digit picture (any size, either polarity) → a 28×28 ``L`` image like MNIST's."""
     gray = _to_gray(im)
     if _background(gray) > 127:
         gray = ImageOps.invert(gray)  # dark ink on light paper → light on dark, like MNIST
+    gray = _level(gray)
     background, top = _background(gray), gray.getextrema()[1]
     if top - background < 16:
         raise ValueError("no digit found: the image is (nearly) uniform")
@@ -95,16 +126,16 @@ def to_mnist(im: Image.Image) -> Image.Image:
     return field
 
 
-def load_folder(folder: str | Path) -> tuple[list[str], Tensor, list[str]]:
+def load_folder(folder: str | Path | None) -> tuple[list[str], Tensor, list[str]]:
     """Every readable image in ``folder`` (sorted by name, hidden files skipped) in MNIST's format.
 
     Returns ``(names, pixels, problems)``: ``pixels`` float ``(N, 28, 28)`` in [0, 1], and one
     message naming the file for each file that was skipped.  ``ValueError`` if the folder is
     missing or holds no usable image.
     """
+    if folder is None or not Path(folder).is_dir():
+        raise ValueError(f"--data.predict_dir={None if folder is None else str(folder)!r} is not a folder")
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"--data.predict_dir={str(folder)!r} is not a folder")
     names, images, problems = [], [], []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:
@@ -117,5 +148,5 @@ def load_folder(folder: str | Path) -> tuple[list[str], Tensor, list[str]]:
         images.append(pil_to_tensor(img)[0].float().div_(255))
     if not images:
         detail = "; ".join(problems) if problems else "the folder is empty"
-        raise ValueError(f"no usable PNG/JPEG image in {folder}/ ({detail})")
+        raise ValueError(f"no usable image in {folder}/ ({detail})")
     return names, torch.stack(images), problems

@@ -1,4 +1,4 @@
-"""The seed's ``ParameterInitializer``: random, gaussian and glorot weights.
+"""The course report's ``ParameterInitializer``: random, gaussian and glorot weights.
 
 Weights are shaped ``(fan_out, fan_in)`` like :class:`torch.nn.Linear`.
 
@@ -16,6 +16,7 @@ The glorot variance is ``bound²/3 = 2/(fan_in + fan_out)``.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -81,10 +82,13 @@ class ParameterInitializer:
         ``seed`` (an int or a :class:`torch.Generator`) makes the draw repeatable;
         ``None`` uses torch's global generator.
         """
-        sizes = [int(inputs), *map(int, hidden_layers), int(outputs)]
-        bad = [s for s in sizes if s <= 0]
-        if bad:
-            raise ValueError(f"layer sizes must be positive integers, got {sizes}")
+        sizes = [inputs, *hidden_layers, outputs]
+        if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s <= 0 for s in sizes):
+            raise ValueError(
+                f"hidden_layers={list(hidden_layers)!r} is not allowed: every layer size must be an integer > 0 "
+                f"(sizes {sizes})"
+            )
+        sizes = [int(s) for s in sizes]
         generator = make_generator(seed)
         params: dict[str, Tensor] = {}
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):

@@ -1,4 +1,4 @@
-"""Hand-derived losses and weight penalties, and the seed's loss classes.
+"""Hand-derived losses and weight penalties, and the course report's loss classes.
 
 Definitions (``B`` = batch size, ``N`` = number of elements of ``pred``)::
 
@@ -222,7 +222,7 @@ _PENALTIES = {"l1": l1_penalty, "l2": l2_penalty}
 
 
 class _PenalizedLoss:
-    """Data loss plus an optional L1/L2 penalty, as the seed's loss classes."""
+    """Data loss plus an optional L1/L2 penalty, as the course report's loss classes."""
 
     _data_loss = staticmethod(mse_loss)
 
@@ -258,13 +258,13 @@ class _PenalizedLoss:
 
 
 class SquaredErrorLoss(_PenalizedLoss):
-    """The seed's ``SquaredErrorLoss``: :func:`mse_loss` plus an optional penalty."""
+    """The course report's ``SquaredErrorLoss``: :func:`mse_loss` plus an optional penalty."""
 
     _data_loss = staticmethod(mse_loss)
 
 
 class CrossEntropyLoss(_PenalizedLoss):
-    """The seed's ``CrossEntropyLoss``: :func:`cross_entropy` on probabilities plus an optional penalty.
+    """The course report's ``CrossEntropyLoss``: :func:`cross_entropy` on probabilities plus an optional penalty.
 
     :meth:`from_logits` is the fused, overflow-free path for a softmax output layer.
     """

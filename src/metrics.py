@@ -1,4 +1,4 @@
-"""Classification reports: per-class precision, recall, F1 and support, in the seed's table layout."""
+"""Classification reports: per-class precision, recall, F1 and support, in the course report's table layout."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def build_report(values: dict[str, Tensor], class_names: list[str] | None = None
 
 
 def format_report(report: dict, digits: int = 2) -> str:
-    """The report as the seed's (and scikit-learn's) text table."""
+    """The report as the course report's (and scikit-learn's) text table."""
     names = list(report["classes"]) + ["accuracy", "macro avg", "weighted avg"]
     width = max(len(n) for n in names)
     head = f"{'':>{width}} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}"

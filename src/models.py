@@ -3,21 +3,24 @@
 Both expose the same interface:
 
 * ``logits(x)`` — the output layer's pre-activation, ``(batch, outputs)``;
-* ``forward(x)`` — ``output_activation(logits(x))``, the seed's ``forward_propagation``;
+* ``forward(x)`` — ``output_activation(logits(x))``, the course report's ``forward_propagation``;
 * ``weights()`` — the weight matrices (what L1/L2 penalize; biases are not penalized);
-* ``predict(x)`` — the class with the highest output, the seed's ``predict``.
+* ``predict(x)`` — the class with the highest output, the course report's ``predict``.
 
-Given the same initializer and seed they start from identical parameters.
+Given the same initializer and random seed they start from identical parameters.
 """
 
 from __future__ import annotations
 
+import numbers
+import os
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from . import functional as HF
+from .checks import check_choice
 from .dropout import MaskStream, check_dropout, dropout as hand_dropout, dropout_mask
 from .init import ParameterInitializer
 
@@ -27,17 +30,43 @@ HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity")
 OUTPUT_ACTIVATIONS = ("softmax", "identity", "sigmoid")
 
 
-def check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(map(repr, allowed))}")
+#: bytes per parameter while training: the weight, its gradient and up to two optimizer buffers (Adam)
+COPIES_WHILE_TRAINING = 4
 
 
-def _check_sizes(inputs: int, hidden_layers: Sequence[int], outputs: int) -> list[int]:
+def _memory_bytes() -> int | None:
+    """The machine's physical memory in bytes, ``None`` where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _check_sizes(inputs: int, hidden_layers: Sequence[int], outputs: int, dtype: torch.dtype) -> list[int]:
+    """At least one hidden layer, and a net that fits in memory (checked before anything is allocated).
+
+    That every size is a positive integer is :class:`~src.init.ParameterInitializer`'s rule.
+    """
     sizes = [inputs, *hidden_layers, outputs]
-    if not hidden_layers or any(not isinstance(s, int) or s <= 0 for s in sizes):
+    if not hidden_layers:
+        raise ValueError("hidden_layers=[] is not allowed; give at least one hidden layer, e.g. [500, 250, 100]")
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s <= 0 for s in sizes):
+        return sizes  # ParameterInitializer names the bad size
+    params = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+    need = params * torch.finfo(dtype).bits // 8 * COPIES_WHILE_TRAINING
+    have = _memory_bytes()
+    if have is not None and need > have:
         raise ValueError(
-            f"hidden_layers={list(hidden_layers)!r} must be a non-empty list of positive integers "
-            f"(inputs={inputs!r}, outputs={outputs!r} positive too)"
+            f"hidden_layers={list(hidden_layers)!r} is too large: {params:,} parameters need about {_size(need)} "
+            f"while training (weights, gradients, optimizer state), but this machine has {_size(have)} of memory"
         )
     return sizes
 
@@ -55,7 +84,7 @@ def _initial_parameters(
     """Validate a net's arguments and draw its ``W1, b1, …`` (shared by both nets, so twins start equal)."""
     check_choice("activation", activation, HIDDEN_ACTIVATIONS)
     check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
-    _check_sizes(inputs, hidden_layers, outputs)
+    _check_sizes(inputs, hidden_layers, outputs, dtype)
     return ParameterInitializer(initialization).initialize_parameters(
         inputs, hidden_layers, outputs, seed=seed, dtype=dtype
     )
@@ -64,7 +93,7 @@ def _initial_parameters(
 class FeedForwardNet(nn.Module):
     """A fully connected net built only from the hand-derived Functions of :mod:`src.functional`.
 
-    Parameters are ``W1, b1, …, W{L+1}, b{L+1}`` as in the seed, ``W_i`` shaped
+    Parameters are ``W1, b1, …, W{L+1}, b{L+1}`` as in the course report, ``W_i`` shaped
     ``(fan_out, fan_in)``.  Nothing on the path from input to loss uses an
     autograd-derived gradient.
 

@@ -25,6 +25,7 @@ from typing import Literal, NoReturn, Optional
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor
@@ -32,10 +33,12 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from . import losses as HL
-from .checks import DivergenceError, check_state_shapes
+from .checkpoints import check_state_shapes
+from .checks import FiniteNonNegativeFloat, FinitePositiveFloat, UnitIntervalCO, check_choice
+from .errors import DivergenceError
 from .functional import Workspace
 from .metrics import build_report, report_metrics
-from .models import FeedForwardNet, SequentialNet, check_choice
+from .models import FeedForwardNet, SequentialNet
 from .optim import OPTIMIZERS, HandOptimizer
 
 __all__ = ["MLPClassifier"]
@@ -48,6 +51,9 @@ DROPOUT_SEED_OFFSET = 0x0D80_0D80
 
 class MLPClassifier(pl.LightningModule):
     """A 784-…-10 perceptron for MNIST with hand-derived gradients (or its torch twin).
+
+    The ranges are the signature's types (:mod:`src.checks`), which the CLI enforces while
+    parsing; the optimizers and losses check their own values when built from Python.
 
     Args:
         implementation: ``custom`` (our Functions, losses and optimizers) or
@@ -78,22 +84,22 @@ class MLPClassifier(pl.LightningModule):
     def __init__(
         self,
         implementation: Literal["custom", "sequential"] = "custom",
-        hidden_layers: list[int] = [500, 250, 100],  # noqa: B006 (jsonargparse needs a literal default)
+        hidden_layers: list[PositiveInt] = [500, 250, 100],  # noqa: B006 (jsonargparse needs a literal default)
         activation: Literal["sigmoid", "tanh", "relu", "identity"] = "sigmoid",
         output_activation: Literal["softmax", "identity", "sigmoid"] = "softmax",
         loss: Literal["cross_entropy", "mse"] = "cross_entropy",
         regularization: Literal["none", "l1", "l2"] = "none",
-        alpha: float = 0.0,
+        alpha: FiniteNonNegativeFloat = 0.0,
         initialization: Literal["random", "gaussian", "glorot"] = "glorot",
         optimizer: Literal["gd", "adam"] = "gd",
-        lr: float = 0.3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
+        lr: FinitePositiveFloat = 0.3,
+        betas: tuple[UnitIntervalCO, UnitIntervalCO] = (0.9, 0.999),
+        eps: FinitePositiveFloat = 1e-8,
         lr_schedule: Literal["constant", "cosine"] = "constant",
-        inputs: int = 784,
-        outputs: int = 10,
-        dropout: float = 0.0,
-        input_dropout: float = 0.0,
+        inputs: PositiveInt = 784,
+        outputs: PositiveInt = 10,
+        dropout: UnitIntervalCO = 0.0,
+        input_dropout: UnitIntervalCO = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -107,9 +113,7 @@ class MLPClassifier(pl.LightningModule):
                 "scores whose log is undefined when negative; use output_activation 'softmax' or "
                 "'sigmoid', or loss 'mse'"
             )
-        if not lr > 0 or lr == float("inf"):
-            raise ValueError(f"lr={lr!r} must be a positive finite number")
-        # Validates regularization and alpha with the seed's loss classes' own checks.
+        # Validates regularization and alpha with the course report's loss classes' own checks.
         self.loss_fn = LOSS_CLASSES[loss](alpha=alpha, regularization=regularization)
         net_args = (inputs, hidden_layers, outputs, activation, output_activation, initialization)
         if implementation == "custom":
@@ -134,10 +138,12 @@ class MLPClassifier(pl.LightningModule):
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes=outputs, average="micro")
-        self.eval_loss = MeanMetric()
-        self.eval_metrics = report_metrics(outputs)
-        #: which split ``test`` evaluates; set by the CLI for the train/val/test report
-        self.eval_split = "test"
+        # the after-fit report: one loss and one set of report metrics per split
+        # (keyed "train_split" …: a ModuleDict key "train" would clash with Module.train)
+        self.eval_loss = torch.nn.ModuleDict({f"{s}_split": MeanMetric() for s in EVAL_SPLITS})
+        self.eval_metrics = torch.nn.ModuleDict({f"{s}_split": report_metrics(outputs) for s in EVAL_SPLITS})
+        #: the split of each test dataloader: the CLI sets EVAL_SPLITS for the after-fit report
+        self.eval_splits: tuple[str, ...] = ("test",)
         #: filled by each ``test`` run: split → {"loss", "accuracy", "report"}
         self.eval_results: dict[str, dict] = {}
         self._epoch_start = self._last_batch_end = 0.0
@@ -155,7 +161,7 @@ class MLPClassifier(pl.LightningModule):
 
     # ----------------------------------------------------------------- math
     def forward(self, x: Tensor) -> Tensor:
-        """Class probabilities (the output activation applied), the seed's ``evaluate``."""
+        """Class probabilities (the output activation applied), the course report's ``evaluate``."""
         return self.net(x)
 
     def compute_loss(self, x: Tensor, onehot: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -313,28 +319,29 @@ class MLPClassifier(pl.LightningModule):
         self.val_acc.reset()
 
     # ------------------------------------------------------------ evaluation
-    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         x, onehot, labels = batch
+        split = self.eval_splits[dataloader_idx]
         loss, logits = self.compute_loss(x, onehot, labels)
-        self.eval_loss.update(loss, len(x))
-        self.eval_metrics.update(logits.argmax(-1), labels)
+        self.eval_loss[f"{split}_split"].update(loss, len(x))
+        self.eval_metrics[f"{split}_split"].update(logits.argmax(-1), labels)
 
     def on_test_epoch_end(self) -> None:
-        split = self.eval_split
-        loss = self.eval_loss.compute()
-        values = self.eval_metrics.compute()
-        # the test split logs as test/*; the best checkpoint's train and val figures go under
-        # final/* so they do not land on the training curves (train/loss, val/loss)
-        prefix = "test/" if split == "test" else f"final/{split}_"
-        self.log(f"{prefix}loss", loss, sync_dist=True)
-        self.log(f"{prefix}acc", values["accuracy"], sync_dist=True)
-        self.eval_results[split] = {
-            "loss": loss.item(),
-            "accuracy": values["accuracy"].item(),
-            "report": build_report(values),
-        }
-        self.eval_loss.reset()
-        self.eval_metrics.reset()
+        for split in self.eval_splits:
+            loss_metric, metrics = self.eval_loss[f"{split}_split"], self.eval_metrics[f"{split}_split"]
+            loss, values = loss_metric.compute(), metrics.compute()
+            # the test split logs as test/*; the best checkpoint's train and val figures go under
+            # final/* so they do not land on the training curves (train/loss, val/loss)
+            prefix = "test/" if split == "test" else f"final/{split}_"
+            self.log(f"{prefix}loss", loss, sync_dist=True)
+            self.log(f"{prefix}acc", values["accuracy"], sync_dist=True)
+            self.eval_results[split] = {
+                "loss": loss.item(),
+                "accuracy": values["accuracy"].item(),
+                "report": build_report(values),
+            }
+            loss_metric.reset()
+            metrics.reset()
 
     def predict_step(self, batch, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

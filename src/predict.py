@@ -5,7 +5,8 @@
 
 The images are read and converted to MNIST's format by :mod:`src.images` (through
 ``MNISTDataModule.setup("predict")``) and standardized with the training split's mean and
-std, which the checkpoint carries; the CLI's ``after_predict`` calls :func:`write_predictions`.
+std, which the checkpoint carries; :class:`PredictionWriter` (a Lightning
+``BasePredictionWriter``, always on) writes them with :func:`write_predictions`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,29 @@ import csv
 import io
 from pathlib import Path
 
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from .files import write_text_atomic
 
-__all__ = ["write_predictions", "format_predictions"]
+__all__ = ["PredictionWriter", "write_predictions", "format_predictions"]
+
+
+class PredictionWriter(BasePredictionWriter):
+    """After ``predict``: ``predictions.csv`` in the run folder, and a short table on stdout."""
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="epoch")
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        run_dir = Path(trainer.log_dir)  # a collective call under DDP: every rank asks
+        if not trainer.is_global_zero:
+            return
+        names = trainer.datamodule.predict_names
+        outputs = torch.cat(predictions)
+        path = write_predictions(run_dir / "predictions.csv", names, outputs)
+        print(f"\n{format_predictions(names, outputs)}predictions for {len(outputs)} images in {path}")
 
 
 def write_predictions(path: str | Path, names: list[str], outputs: Tensor) -> Path:

@@ -1,4 +1,4 @@
-"""The seed's report, regenerated from your runs: comparison table, loss curves, confusion matrices.
+"""The course report, regenerated from your runs: comparison table, loss curves, confusion matrices.
 
     python -m src.report                 # the latest finished run of each experiment in lightning_logs/
     python -m src.report --run           # first train every config in configs/ (15 epochs each), then report
@@ -7,7 +7,10 @@
     python -m src.report --run --seeds 3  # every config with --seed_everything 0, 1, 2: mean ± std table
     python -m src.report --seeds 3        # the latest finished run of each experiment for each of seeds 0, 1, 2
 
-Writes ``reports/REPORT.md`` and beside it, per experiment, ``<experiment>_loss.png`` (train and
+The full regeneration (``--run`` with every config and no extra training arguments) writes the
+tracked ``reports/REPORT.md``; anything else writes ``lightning_logs/report/REPORT.md`` unless
+``--out`` says otherwise, so a report of throwaway runs never overwrites the tracked one.
+Beside ``REPORT.md``, per experiment, ``<experiment>_loss.png`` (train and
 validation loss per epoch) and ``<experiment>_confusion.png`` (test confusion matrix).  A run is
 finished when its folder holds ``results.json`` (written by ``python -m src.train fit``); the
 per-epoch losses come from its TensorBoard events (``train/loss_epoch``, ``val/loss``).
@@ -19,49 +22,45 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
-
-from .files import write_text_atomic
+from .figures import confusion_figure, loss_figure, save_png
+from .files import LOG_ROOT, write_text_atomic
 from .metrics import format_report
 
 __all__ = [
-    "SEED",
+    "COURSE",
     "Run",
     "read_run",
     "latest_runs",
-    "loss_figure",
-    "confusion_figure",
     "write_report",
     "seed_table",
     "latest_runs_per_seed",
-    "log_to_tensorboard",
     "main",
 ]
 
-LOG_ROOT = Path("lightning_logs")
-OUT_DIR = Path("reports")
+OUT_DIR = Path("reports")  #: where --run writes: the tracked report of the configs' own runs
+SCRATCH_DIR = LOG_ROOT / "report"  #: where a report of other runs goes unless --out says otherwise
 CONFIG_DIR = Path("configs")
-FIGSIZE, DPI = (6.4, 4.8), 100  #: every PNG is 640 × 480 pixels
 
-#: The seed report's figures, by experiment name (its relu_l2 figure is a train accuracy).
-SEED = {
+#: The course report's figures, by experiment name (its relu_l2 figure is a train accuracy).
+COURSE = {
     "baseline": {"test_acc": 0.86, "train_loss": 0.4487, "val_loss": 0.4499},
     "tanh": {"test_acc": 0.93, "train_loss": 0.2275, "val_loss": 0.2076},
     "relu": {"test_acc": 0.94, "train_loss": 0.2233, "val_loss": 0.2131},
     "package": {"test_acc": 0.94},
     "relu_l2": {"train_acc": 0.78},
+    # issue 12: the course report's own settings (configs/course_*.yaml) beside its figures
+    "course_sigmoid": {"test_acc": 0.86, "train_loss": 0.4487, "val_loss": 0.4499},
+    "course_tanh": {"test_acc": 0.93, "train_loss": 0.2275, "val_loss": 0.2076},
+    "course_relu": {"test_acc": 0.94, "train_loss": 0.2233, "val_loss": 0.2131},
 }
-ORDER = ["baseline", "tanh", "relu", "package", "relu_l2", "best"]  # the seed's order, then ours
+ORDER = ["baseline", "tanh", "relu", "package", "relu_l2", "best",  # the course report's order, then ours
+         "course_sigmoid", "course_tanh", "course_relu"]  # fmt: skip
 
 
 @dataclass
@@ -166,71 +165,14 @@ def latest_runs_per_seed(log_root: str | Path = LOG_ROOT, seeds: int = 1) -> lis
     return runs
 
 
-# ------------------------------------------------------------------ figures
-def _new_figure() -> Figure:
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)  # the Agg canvas: no display needed
-    return fig
-
-
-def loss_figure(name: str, epochs: Sequence[int], train: Sequence[float], val: Sequence[Optional[float]], loss: str):
-    """Train and validation loss per epoch, the final values in the title (like the seed's figures)."""
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    ax.plot(epochs, train, "o-", label="train (mean over the epoch's batches)")
-    pairs = [(e, v) for e, v in zip(epochs, val) if v is not None]
-    if pairs:
-        ax.plot(*zip(*pairs), "s-", label="validation (end of epoch)")
-    final = f"final train {train[-1]:.4f}" + (f", validation {pairs[-1][1]:.4f}" if pairs else "")
-    ax.set_title(f"{name}: {loss.replace('_', '-')} loss per epoch\n{final}")
-    ax.set_xlabel("epoch")
-    unit = {"cross_entropy": "nats per image", "mse": "mean per output"}.get(loss, "batch mean")
-    ax.set_ylabel(f"{loss.replace('_', '-')} loss ({unit}, + weight penalty if any)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
-
-
-def confusion_figure(name: str, confusion: Sequence[Sequence[int]], accuracy: float, split: str = "test"):
-    """A heat map of the confusion matrix (rows: true digit), counts written in the cells."""
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    n = len(confusion)
-    top = max(max(row) for row in confusion)
-    # log colors: the few errors stay visible beside the large diagonal; empty cells stay white
-    masked = [[c if c > 0 else float("nan") for c in row] for row in confusion]
-    im = ax.imshow(masked, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(top, 2)))
-    for i, row in enumerate(confusion):
-        for j, count in enumerate(row):
-            if count:
-                dark = count > top**0.6
-                ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if dark else "black")
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
-    ax.set_title(f"{name}: {split} confusion matrix (accuracy {accuracy:.4f})")
-    bar = fig.colorbar(im, ax=ax, label="images (log scale)")
-    bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    bar.ax.yaxis.set_minor_formatter(NullFormatter())
-    return fig
-
-
-def _save_png(fig: Figure, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------- report
-def _num(value: Optional[float], seed: Optional[float] = None, digits: int = 4) -> str:
+def _num(value: Optional[float], course: Optional[float] = None, digits: int = 4) -> str:
     text = "—" if value is None else f"{value:.{digits}f}"
-    return text if seed is None else f"{text} ({seed:g})"
+    return text if course is None else f"{text} ({course:g})"
 
 
 def _row(label: str, run: Run) -> list[str]:
-    r, m, seed = run.results, run.model, SEED.get(run.experiment, {})
+    r, m, course = run.results, run.model, COURSE.get(run.experiment, {})
     final_val = next((v for v in reversed(run.val_loss) if v is not None), None)
     return [
         label,
@@ -241,11 +183,11 @@ def _row(label: str, run: Run) -> list[str]:
         f"{m['lr']:g}" if "lr" in m else "—",
         f"{m['alpha']:g}" if m.get("regularization", "none") != "none" else "—",
         str(r.get("epochs", len(run.epochs))),
-        _num(run.train_loss[-1] if run.train_loss else None, seed.get("train_loss")),
-        _num(final_val, seed.get("val_loss")),
-        _num(r["train"]["accuracy"], seed.get("train_acc")),
+        _num(run.train_loss[-1] if run.train_loss else None, course.get("train_loss")),
+        _num(final_val, course.get("val_loss")),
+        _num(r["train"]["accuracy"], course.get("train_acc")),
         _num(r["val"]["accuracy"]),
-        _num(r["test"]["accuracy"], seed.get("test_acc")),
+        _num(r["test"]["accuracy"], course.get("test_acc")),
         _num(r["test"]["report"]["macro avg"]["f1"]),
         f"{r['wall_time_s']:.0f}" if "wall_time_s" in r else "—",
     ]
@@ -344,45 +286,36 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
         "# Results",
         "",
         "Regenerate with `python -m src.report --run` (trains every config in `configs/`, then writes "
-        "this file) or `python -m src.report` (reports the latest finished run of each experiment).",
+        "`reports/REPORT.md`); `python -m src.report` reports the latest finished run of each experiment "
+        "into `lightning_logs/report/`.",
         "",
         "Losses are the last epoch's (train: mean over the epoch's batches; validation: at the epoch's "
         "end); accuracies and F1 are the best checkpoint's (chosen by validation accuracy) on the whole "
-        "split. The seed report's figure is in parentheses where it has one (its `relu_l2` figure is a "
-        "train accuracy); the seed took 44 minutes per run on 8 cores.",
+        "split. The course report's figure is in parentheses where it has one (its `relu_l2` figure is a "
+        "train accuracy); the course report took 44 minutes per run on 8 cores.",
         "",
         *table,
         "",
     ]
+    # issue 12: every run's validation accuracy on one figure; why the activations differ
+    from .report_why import write_why
+
+    md += write_why({label: run.path for label, run in zip(labels, runs)}, out_dir, save_png)
     for label, run in sections:
         r, loss = run.results, run.model.get("loss", "cross_entropy")
         md += [f"## {label}", "", f"Run: `{run.path}`" + (f" (seed {run.seed})" if several else ""), ""]
         if run.train_loss:
-            _save_png(loss_figure(label, run.epochs, run.train_loss, run.val_loss, loss), out_dir / f"{label}_loss.png")
+            save_png(loss_figure(label, run.epochs, run.train_loss, run.val_loss, loss), out_dir / f"{label}_loss.png")
             md += [f"![{label}: loss per epoch]({label}_loss.png)", ""]
         test = r["test"]["report"]
         fig = confusion_figure(label, test["confusion"], r["test"]["accuracy"])
-        _save_png(fig, out_dir / f"{label}_confusion.png")
+        save_png(fig, out_dir / f"{label}_confusion.png")
         md += [f"![{label}: test confusion matrix]({label}_confusion.png)", ""]
         for split in ("train", "test"):
             md += [f"{split.capitalize()} classification report:", "", "```", format_report(r[split]["report"]).rstrip(), "```", ""]
     path = out_dir / "REPORT.md"
     write_text_atomic(path, "\n".join(md))
     return path
-
-
-# -------------------------------------------------------------- tensorboard
-def log_to_tensorboard(logger, results: dict, params: dict, name: str) -> None:
-    """Log a finished run's confusion matrix, reports and hyperparameters (HParams metric: test accuracy)."""
-    writer, step = logger.experiment, 0
-    test = results["test"]
-    writer.add_figure("test/confusion_matrix", confusion_figure(name, test["report"]["confusion"], test["accuracy"]), step)
-    for split in ("train", "test"):
-        # four leading spaces: a preformatted block in TensorBoard's markdown, so the columns line up
-        text = "".join(f"    {line}\n" for line in format_report(results[split]["report"]).splitlines())
-        writer.add_text(f"{split}/classification_report", text, step)
-    logger.log_hyperparams(params, metrics={"hp/test_acc": test["accuracy"]})
-    writer.flush()
 
 
 # ---------------------------------------------------------------------- CLI
@@ -407,14 +340,16 @@ def train_configs(configs: list[Path], extra: list[str], seeds: int = 1) -> list
 def main(argv: Optional[list[str]] = None) -> Path:
     parser = argparse.ArgumentParser(
         prog="python -m src.report",
-        description="Write reports/REPORT.md (table, loss curves, confusion matrices, classification reports) "
+        description="Write REPORT.md (table, loss curves, confusion matrices, classification reports) "
         "from finished runs; arguments after -- go to `src.train fit` (with --run).",
     )
     parser.add_argument("--run", action="store_true", help="first train every config (see --configs)")
     parser.add_argument("--configs", nargs="+", type=Path, help="configs for --run (default: configs/*.yaml)")
     parser.add_argument("--runs", nargs="+", type=Path, help="run folders to report (default: latest per experiment)")
     parser.add_argument("--logdir", type=Path, default=LOG_ROOT, help="where the runs are (default: lightning_logs)")
-    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default: reports)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"output folder (default: {OUT_DIR} for a full --run, else {SCRATCH_DIR})"
+    )
     parser.add_argument(
         "--seeds", type=int, default=1,
         help="seeds 0 … N−1: with --run, train each config once per seed; without, report each experiment's "
@@ -454,7 +389,8 @@ def main(argv: Optional[list[str]] = None) -> Path:
         runs = [read_run(d) for d in run_dirs]
     except ValueError as err:
         parser.error(str(err))
-    path = write_report(runs, args.out)
+    full = args.run and not args.configs and not extra  # the configs' own 15-epoch runs
+    path = write_report(runs, args.out or (OUT_DIR if full else SCRATCH_DIR))
     print(f"wrote {path} ({len(runs)} runs: {', '.join(_labels(runs))})")
     return path
 

@@ -1,54 +1,85 @@
 """Train, validate, test or predict from the command line (LightningCLI).
 
-    python -m src.train fit                              # the seed's baseline (sigmoid, GD, 15 epochs)
-    python -m src.train fit --config configs/relu.yaml   # another experiment of the seed
+    python -m src.train fit                              # the course report's baseline (sigmoid, GD, 15 epochs)
+    python -m src.train fit --config configs/relu.yaml   # another experiment of the course report
     python -m src.train fit --model.activation tanh --model.lr 0.05 --trainer.max_epochs 5
     python -m src.train fit --print_config               # every option with its value
     tensorboard --logdir lightning_logs                  # the curves
 
 Runs log to ``lightning_logs/<experiment>/version_N/`` (experiment: ``--experiment``,
-else the name of the last ``--config`` file, else ``default``).  After ``fit`` the
-best checkpoint is evaluated on the train, validation and test splits and
-``results.json`` plus the train and test classification reports are written
-into the run folder.
+else the name of the last ``--config`` file, else ``default``); the folder is claimed
+atomically, so runs started together never share one.  After ``fit`` the best checkpoint
+is evaluated on the train, validation and test splits and ``results.json`` plus the train
+and test classification reports are written into the run folder.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import time
-from pathlib import Path
 from argparse import ArgumentError
-from typing import NoReturn, Optional
+from pathlib import Path
+from typing import Any, NoReturn, Optional
 
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import CheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from .callbacks import AtomicCheckpointIO, ResumableModelCheckpoint, RNGStateCallback
-from .checks import ConfigError, DataError, DivergenceError, check_config, one_line
-from .data import MNISTDataModule
-from .files import write_text_atomic
+from . import files
+from .callbacks import ResumableModelCheckpoint, RNGStateCallback
+from .checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
+from .checks import check_config, check_config_files
+from .data import MNISTDataModule, check_files
+from .diagnostics import GradientFlowDiagnostics
+from .errors import ConfigError, DataError, DivergenceError, OutputError, one_line
+from .files import LOG_ROOT, claim_run_dir, write_json_atomic, write_text_atomic
 from .metrics import format_report
 from .module import EVAL_SPLITS, MLPClassifier
-from .predict import format_predictions, write_predictions
+from .predict import PredictionWriter
 
-__all__ = ["CLI", "main", "write_json_atomic"]
+__all__ = ["CLI", "RunLogger", "main"]
 
-LOG_ROOT = "lightning_logs"
+SIGTERM_STATUS = 128 + 15  # the shell's status for a process ended by SIGTERM
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """``obj`` as indented JSON, written atomically (:func:`src.files.write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+class RunLogger(TensorBoardLogger):
+    """``TensorBoardLogger`` whose ``version_N`` folder is claimed atomically (:func:`src.files.claim_run_dir`).
+
+    Lightning's own logger lists the folders and takes the next number, so two runs started
+    together both took ``version_0``.  Only global rank 0 claims; the other DDP processes get
+    rank 0's folder from Lightning's broadcast of ``trainer.log_dir`` and the checkpoint folder.
+    """
+
+    def _get_next_version(self) -> int:
+        if rank_zero_only.rank != 0:
+            return super()._get_next_version()
+        return int(claim_run_dir(self.root_dir).name.split("_")[1])
+
+
+def _plain(value: Any) -> Any:
+    """jsonargparse's restricted numbers (``PositiveInt(3)``) as plain ``int``/``float``.
+
+    Checkpoints are loaded with ``weights_only=True``, which refuses any class it does not know.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 class CLI(LightningCLI):
-    """LightningCLI with a named TensorBoard logger, checkpoints, and the after-fit report."""
+    """LightningCLI with the run folder, the checks before anything starts, and the after-fit report."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -56,6 +87,12 @@ class CLI(LightningCLI):
             type=Optional[str],
             default=None,
             help="Run folder name under lightning_logs/ (default: the last --config file's name, else 'default').",
+        )
+        parser.add_argument(  # issue 12: gradient-flow diagnostics (src/diagnostics.py)
+            "--diagnostics",
+            type=bool,
+            default=True,
+            help="Log per-layer gradient-flow diagnostics under diagnostics/ in TensorBoard (src/diagnostics.py).",
         )
 
     def experiment_name(self) -> str:
@@ -65,19 +102,68 @@ class CLI(LightningCLI):
         configs = cfg.get("config") or []
         return Path(str(configs[-1])).stem if configs else "default"
 
+    # ------------------------------------------------- configuration checks
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        check_config_files(argv)
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        cfg = self.config[subcommand] if subcommand else self.config
+        # Rules between groups, before anything is built or written (src.checks).
+        check_config(cfg, subcommand)
+        data = cfg.get("data")
+        if subcommand in ("fit", "validate", "test") and data is not None:
+            check_files(data.get("data_dir"), data.get("dataset"))  # before Lightning prints anything
+        # LightningCLI next replaces the --model.* values with --ckpt_path's, so a resume rebuilds
+        # the checkpoint's architecture: refuse a damaged file, or explicit values that differ.
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path:
+            ckpt = AtomicCheckpointIO().load_checkpoint(ckpt_path)
+            conflicts = checkpoint_conflicts(cfg.get("model"), cfg.get("data"), ckpt, explicit_keys(argv))
+            if conflicts:
+                raise ConfigError(
+                    f"--ckpt_path {ckpt_path} was trained with other values than given: {'; '.join(conflicts)}; "
+                    "leave them out to use the checkpoint's, or train a new run without --ckpt_path"
+                )
+            done, max_epochs = completed_epochs(ckpt), cfg.get("trainer", {}).get("max_epochs")
+            if subcommand == "fit" and max_epochs is not None and max_epochs < done:
+                raise ConfigError(
+                    f"--trainer.max_epochs={max_epochs} is not allowed with this checkpoint: it has already trained "
+                    f"{done} epochs; give --trainer.max_epochs {done + 1} or more to train further"
+                )
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ConfigError:
+            raise
+        except (ValueError, MisconfigurationException) as err:  # a class refused a value: its message names it
+            raise ConfigError(str(err)) from err
+        for obj in (self.model, self.datamodule):  # what checkpoints and hparams.yaml get
+            for hparams in (obj.hparams, getattr(obj, "_hparams_initial", None) or {}):
+                for key in list(hparams):
+                    hparams[key] = _plain(hparams[key])
+
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
         if config.get("logger") in (None, True):
-            kwargs["logger"] = TensorBoardLogger(LOG_ROOT, name=self.experiment_name(), default_hp_metric=False)
+            kwargs["logger"] = RunLogger(str(LOG_ROOT), name=self.experiment_name(), default_hp_metric=False)
+        elif config.get("logger") is False:
+            # no logger: checkpoints and results still go into a run folder, never the current one
+            parent = LOG_ROOT / self.experiment_name()
+            kwargs["default_root_dir"] = str(claim_run_dir(parent) if rank_zero_only.rank == 0 else parent)
         callbacks = config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
-        if config.get("enable_progress_bar") is not False and not any(
-            isinstance(c, ProgressBar) for c in callbacks
-        ):
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             # Redrawing the bar every step costs more than a training step here.
             callbacks.append(TQDMProgressBar(refresh_rate=50))
-        # src.callbacks: carry the random states in checkpoints (a NaN/inf loss is stopped by the module)
-        callbacks += [RNGStateCallback()]
+        if config.get("enable_checkpointing") is False:  # validate/test/predict: nothing to save
+            self.trainer_defaults["callbacks"] = [
+                c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ResumableModelCheckpoint)
+            ]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.get("diagnostics", True) and not any(isinstance(c, GradientFlowDiagnostics) for c in callbacks):
+            callbacks.append(GradientFlowDiagnostics())  # per-layer gradient flow (src/diagnostics.py), on by default
         kwargs["callbacks"] = callbacks
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
@@ -85,26 +171,6 @@ class CLI(LightningCLI):
             plugins.append(AtomicCheckpointIO())  # temp file + rename; loads with weights_only=True
         kwargs["plugins"] = plugins
         return super().instantiate_trainer(**kwargs)
-
-    # ------------------------------------------------- configuration checks
-    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        super().parse_arguments(parser, args)
-        # Ranges and combinations, before anything is built or written (src.checks).
-        cfg = self.config[self.config["subcommand"]] if self.config.get("subcommand") else self.config
-        check_config(cfg, self.config.get("subcommand"))
-        # LightningCLI next reads --ckpt_path's hyperparameters (they replace the --model.* values,
-        # so a resume rebuilds the checkpoint's architecture): refuse a damaged file in one line.
-        ckpt = cfg.get("ckpt_path")
-        if ckpt and Path(ckpt).is_file():
-            AtomicCheckpointIO().load_checkpoint(ckpt)
-
-    def instantiate_classes(self) -> None:
-        try:
-            super().instantiate_classes()
-        except ConfigError:
-            raise
-        except ValueError as err:  # a class refused a value: its message names it
-            raise ConfigError(str(err)) from err
 
     # --------------------------------------------------------------- fit
     def before_fit(self) -> None:
@@ -125,12 +191,13 @@ class CLI(LightningCLI):
         fit_time = time.perf_counter() - self._fit_start
         ckpt = trainer.checkpoint_callback
         best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
-        for i, split in enumerate(EVAL_SPLITS):
-            model.eval_split = split
-            # the first test loads the best checkpoint into the model; the others reuse its weights
-            ckpt_path = best if i == 0 else None
-            trainer.test(model, dataloaders=dm.eval_dataloader(split), ckpt_path=ckpt_path, verbose=False)
-        model.eval_split = "test"
+        # one test run over the three splits, from the best checkpoint (loaded once)
+        model.eval_splits = EVAL_SPLITS
+        try:
+            loaders = [dm.eval_dataloader(split) for split in EVAL_SPLITS]
+            trainer.test(model, dataloaders=loaders, ckpt_path=best, verbose=False)
+        finally:
+            model.eval_splits = ("test",)
         # trainer.log_dir is a collective call under DDP (rank 0 broadcasts it): every rank asks.
         run_dir = Path(trainer.log_dir)
         if not trainer.is_global_zero:  # the metrics are synced: rank 0 alone writes the results
@@ -164,7 +231,7 @@ class CLI(LightningCLI):
 
     def _log_to_tensorboard(self, results: dict) -> None:
         """The confusion matrix, classification reports and hyperparameters (HParams metric: test accuracy)."""
-        from .report import log_to_tensorboard  # matplotlib is imported only here
+        from .figures import log_to_tensorboard  # matplotlib is imported only here
 
         # flat, like the hyperparameters Lightning logs at the start (module's and data module's)
         params = {**self.datamodule.hparams, **self.model.hparams}
@@ -176,39 +243,43 @@ class CLI(LightningCLI):
         )
         log_to_tensorboard(self.trainer.logger, results, params, self.experiment_name())
 
-    # ----------------------------------------------------------- predict
-    def after_predict(self) -> None:
-        trainer, dm = self.trainer, self.datamodule
-        run_dir = Path(trainer.log_dir)  # a collective call under DDP: every rank asks
-        if not trainer.is_global_zero:
-            return
-        outputs = torch.cat(trainer.predict_loop.predictions)
-        path = write_predictions(run_dir / "predictions.csv", dm.predict_names, outputs)
-        print(f"\n{format_predictions(dm.predict_names, outputs)}predictions for {len(outputs)} images in {path}")
-
 
 def main(args: ArgsType = None, run: bool = True) -> CLI:
     """The command-line entry point; ``args`` (a list of strings) lets tests call the real CLI.
 
-    A bad value (or a checkpoint of another architecture), a data problem or a diverged run ends
-    with one line on stderr and ``SystemExit``: status 2 for configuration errors (as argparse),
-    1 for data and divergence (:mod:`src.checks`).
+    Every error a user can meet ends with one line on stderr and ``SystemExit`` (statuses in
+    :mod:`src.errors`); a run folder that this call created and that holds no checkpoint is
+    removed then, so a failed start leaves nothing behind.
     """
     # Flush subnormal floats to zero (tiny gradients and Adam moments late in training are many
     # times slower to compute on CPUs otherwise). The flag is per thread and PyTorch's worker
     # threads copy it when they start, so it is set here, before any parallel op starts them.
     torch.set_flush_denormal(True)
+    files.forget_claims()
     try:
         return _cli(args, run)
     except (ArgumentError, ConfigError) as err:
-        _exit(err, 2)
-    except (DataError, DivergenceError) as err:
-        _exit(err, 1)
+        _exit(one_line(err), 2)
+    except (DataError, DivergenceError, OutputError) as err:
+        _exit(one_line(err), 1)
+    except SIGTERMException:
+        _exit(_stopped_message(), SIGTERM_STATUS)
 
 
-def _exit(err: BaseException, status: int) -> NoReturn:
-    print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
-    raise SystemExit(status) from err
+def _stopped_message() -> str:
+    """What a SIGTERM left behind, and how to resume (the last finished epoch's ``last.ckpt``)."""
+    run_dir = files.CLAIMED[-1] if files.CLAIMED else None
+    last = run_dir / "checkpoints" / "last.ckpt" if run_dir is not None else None
+    if last is None or not last.is_file():
+        return "stopped by SIGTERM before the first epoch ended: no checkpoint to resume from"
+    epochs = completed_epochs(AtomicCheckpointIO().load_checkpoint(last))
+    return f"stopped by SIGTERM after {epochs} finished epoch(s); resume with --ckpt_path {last}"
+
+
+def _exit(message: str, status: int) -> NoReturn:
+    files.discard_unfinished()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(status)
 
 
 def _cli(args: ArgsType, run: bool) -> CLI:
@@ -225,6 +296,7 @@ def _cli(args: ArgsType, run: bool) -> CLI:
             "max_epochs": 15,
             "accelerator": "cpu",
             "log_every_n_steps": 50,
+            # always on; --trainer.callbacks+=… adds to them
             "callbacks": [
                 ResumableModelCheckpoint(  # a ModelCheckpoint whose best score survives a resume
                     monitor="val/acc",
@@ -233,6 +305,8 @@ def _cli(args: ArgsType, run: bool) -> CLI:
                     filename="best-epoch{epoch:02d}",
                     auto_insert_metric_name=False,
                 ),
+                RNGStateCallback(),  # the random states travel in checkpoints: exact resume
+                PredictionWriter(),  # predict: predictions.csv in the run folder
             ],
         },
     )

@@ -25,6 +25,8 @@ import torch
 from src.train import main
 from tests.fakedata import write_fake_mnist
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 N_TRAIN, VAL, N_TEST = 601, 101, 203  # 500 training samples: even, so DDP drops none
 ARGS = [

@@ -134,6 +134,7 @@ def test_fast_path_only_where_one_process_trains(strategy):
     assert not model._optimizer.steps_in_backward and model.net.workspace is None
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_with_adam_equal_the_straightforward_loop(tmp_path):
     """2 processes × batch 32 (gloo) end where the per-op bare loop over batch 64 ends (Adam)."""
     write_fake_mnist(tmp_path / "data", n_train=229, n_test=50)  # 128 training samples: 2 steps per epoch

@@ -1,5 +1,7 @@
 """GD and Adam step in lockstep with torch.optim.SGD / Adam (tinygrad's optimizer tests' habit)."""
 
+import re
+
 import pytest
 import torch
 
@@ -98,9 +100,8 @@ def test_params_without_grad_are_left_alone():
     ],
 )
 def test_bad_hyperparameters(cls, kwargs, needle):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match=re.escape(needle)):
         cls([torch.zeros(1, requires_grad=True)], **kwargs)
-    assert needle in str(err.value)
 
 
 class _TorchAdam(torch.optim.Adam):

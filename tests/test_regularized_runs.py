@@ -25,13 +25,14 @@ def fake_data(tmp_path, monkeypatch):
 
 
 BAD = [
-    (["--model.dropout", "1"], "--model.dropout=1.0 is not allowed"),
-    (["--model.dropout=-0.1"], "--model.dropout=-0.1 is not allowed"),
-    (["--model.input_dropout", "1"], "--model.input_dropout=1.0 is not allowed"),
-    (["--data.augment_degrees", "200"], "--data.augment_degrees=200.0 is not allowed"),
-    (["--data.augment_translate", "1.5"], "--data.augment_translate=1.5 is not allowed"),
+    (["--model.dropout", "1"], "--model.dropout: 1 is not allowed; it must be >= 0 and < 1"),
+    (["--model.dropout=-0.1"], "--model.dropout: -0.1 is not allowed; it must be >= 0 and < 1"),
+    (["--model.input_dropout", "1"], "--model.input_dropout: 1 is not allowed"),
+    (["--data.augment_degrees", "200"], "--data.augment_degrees: 200 is not allowed; it must be >= 0 and <= 180"),
+    (["--data.augment_translate", "1.5"], "--data.augment_translate: 1.5 is not allowed"),
     (["--data.augment_scale", "[1.2, 0.8]"], "--data.augment_scale=[1.2, 0.8] is not allowed"),
-    (["--data.augment_elastic_alpha=-3"], "--data.augment_elastic_alpha=-3.0 is not allowed"),
+    (["--data.augment_scale", "[0, 1]"], "--data.augment_scale: 0 is not allowed"),
+    (["--data.augment_elastic_alpha=-3"], "--data.augment_elastic_alpha: -3 is not allowed"),
 ]
 
 

@@ -1,6 +1,7 @@
 """The report (python -m src.report) from tiny real runs; the classification report against hand counts."""
 
 import json
+import os
 import shutil
 from fractions import Fraction as Fr
 
@@ -9,7 +10,8 @@ import torch
 from PIL import Image
 
 from src.metrics import build_report, format_report, report_metrics
-from src.report import FIGSIZE, DPI, latest_runs, main as report_main, read_run
+from src.figures import DPI, FIGSIZE
+from src.report import latest_runs, main as report_main, read_run
 from src.train import main as train_main
 from tests.fakedata import write_fake_mnist
 
@@ -59,18 +61,30 @@ def test_classification_report_equals_hand_counts():
 
 
 # ------------------------------------------------------------------------- the report
-@pytest.fixture
-def two_runs(tmp_path, monkeypatch):
-    """Two tiny real runs ('baseline', which the seed has figures for, and 'mine') on synthetic data."""
-    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
-    monkeypatch.chdir(tmp_path)
-    before = torch.get_num_threads()
+@pytest.fixture(scope="module")
+def trained_twice(tmp_path_factory):
+    """Two tiny real runs ('baseline', which the course report has figures for, and 'mine'), trained once."""
+    root = tmp_path_factory.mktemp("two_runs")
+    write_fake_mnist(root / "data", n_train=600, n_test=200)
+    old, before = os.getcwd(), torch.get_num_threads()
+    os.chdir(root)
     torch.set_num_threads(1)  # tiny nets: one thread is fastest, and the shared CPU stays free
-    train_main(["fit", *TINY, "--trainer.max_epochs", "2", "--experiment", "baseline"])
-    train_main(["fit", *TINY, "--trainer.max_epochs", "3", "--experiment", "mine", "--model.activation", "relu",
-                "--model.optimizer", "adam", "--model.lr", "0.003"])  # fmt: skip
-    yield tmp_path
-    torch.set_num_threads(before)
+    try:
+        train_main(["fit", *TINY, "--trainer.max_epochs", "2", "--experiment", "baseline"])
+        train_main(["fit", *TINY, "--trainer.max_epochs", "3", "--experiment", "mine", "--model.activation", "relu",
+                    "--model.optimizer", "adam", "--model.lr", "0.003"])  # fmt: skip
+    finally:
+        os.chdir(old)
+        torch.set_num_threads(before)
+    return root
+
+
+@pytest.fixture
+def two_runs(trained_twice, tmp_path, monkeypatch):
+    """A fresh copy of the two runs for each test (the tests add folders and reports)."""
+    shutil.copytree(trained_twice, tmp_path, dirs_exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 def test_report_from_two_tiny_runs(two_runs, capsys):
@@ -78,8 +92,10 @@ def test_report_from_two_tiny_runs(two_runs, capsys):
     # an unfinished later run (no results.json) is passed over
     (logs / "mine" / "version_1").mkdir()
     report_main([])
-    md = (two_runs / "reports" / "REPORT.md").read_text()
-    assert "wrote reports/REPORT.md (2 runs: baseline, mine)" in capsys.readouterr().out
+    # runs that happen to exist are not the configs' own: the tracked reports/ is left alone
+    assert not (two_runs / "reports").exists()
+    md = (two_runs / "lightning_logs" / "report" / "REPORT.md").read_text()
+    assert "wrote lightning_logs/report/REPORT.md (2 runs: baseline, mine)" in capsys.readouterr().out
 
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()
             if line.startswith("| baseline") or line.startswith("| mine")}  # fmt: skip
@@ -95,14 +111,14 @@ def test_report_from_two_tiny_runs(two_runs, capsys):
         assert row["final val loss"].startswith(f"{run.val_loss[-1]:.4f}")
         assert row["test acc"].startswith(f"{results['test']['accuracy']:.4f}")
         assert row["test macro F1"] == f"{results['test']['report']['macro avg']['f1']:.4f}"
-        # the per-class tables, in the seed's layout
+        # the per-class tables, in the course report's layout
         for split in ("train", "test"):
             assert format_report(results[split]["report"]).rstrip() in md
         for kind in ("loss", "confusion"):
             assert f"]({name}_{kind}.png)" in md
-            with Image.open(two_runs / "reports" / f"{name}_{kind}.png") as im:
+            with Image.open(two_runs / "lightning_logs" / "report" / f"{name}_{kind}.png") as im:
                 assert im.format == "PNG" and im.size == PNG_SIZE
-    # the seed's figures beside ours where it has them, not elsewhere
+    # the course report's figures beside ours where it has them, not elsewhere
     assert rows["baseline"][header.index("test acc")].endswith("(0.86)")
     assert rows["baseline"][header.index("final train loss")].endswith("(0.4487)")
     assert "(" not in "".join(rows["mine"])
@@ -125,6 +141,7 @@ def test_report_picks_latest_runs_and_explicit_runs(two_runs, capsys):
     assert not (two_runs / "bad" / "REPORT.md").exists()
 
 
+@pytest.mark.slow
 def test_run_trains_the_configs_then_reports(tmp_path, monkeypatch, capsys):
     write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
     (tmp_path / "configs").mkdir()
@@ -138,8 +155,9 @@ def test_run_trains_the_configs_then_reports(tmp_path, monkeypatch, capsys):
         torch.set_num_threads(before)
     out = capsys.readouterr().out
     assert "=== [1/1] relu: python -m src.train fit --config configs/relu.yaml" in out
-    md = (tmp_path / "reports" / "REPORT.md").read_text()
-    assert "## relu" in md and "| relu | custom | relu |" in md and "(0.94)" in md  # the seed's ReLU figure
+    md = (tmp_path / "lightning_logs" / "report" / "REPORT.md").read_text()  # 1 epoch: not the tracked report
+    assert not (tmp_path / "reports").exists()
+    assert "## relu" in md and "| relu | custom | relu |" in md and "(0.94)" in md  # the course report's ReLU figure
 
 
 def test_tensorboard_gets_confusion_reports_and_hparams(two_runs):

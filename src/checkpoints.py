@@ -1,0 +1,172 @@
+"""Checkpoints: written crash-safely, loaded without running code, and checked against the run.
+
+* :class:`AtomicCheckpointIO` — writes each ``.ckpt`` to a temporary file in the same folder,
+  fsyncs and renames it, and loads with ``weights_only=True``;
+* :func:`check_state_shapes` — a checkpoint's tensors against the model they are loaded into;
+* :func:`checkpoint_conflicts` — the values a user gave explicitly (flags, ``--config`` files)
+  that differ from those a checkpoint was trained with: with ``--ckpt_path`` the checkpoint's
+  win, so a difference is refused instead of silently overridden;
+* :func:`explicit_model_keys` — which ``--model.*`` / ``--data.*`` keys a command line sets.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+import torch
+import yaml
+from lightning.fabric.plugins import TorchCheckpointIO
+
+from .checks import config_files
+from .errors import ConfigError
+
+__all__ = ["AtomicCheckpointIO", "check_state_shapes", "checkpoint_conflicts", "explicit_keys", "completed_epochs"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Save each checkpoint crash-safely and load it without running code.
+
+    Saving: ``torch.save`` into ``.<name>.<pid>.tmp`` beside the target, ``fsync``, then
+    ``os.replace`` (atomic on POSIX and Windows) and an ``fsync`` of the folder — a kill at any
+    moment leaves the old ``.ckpt`` or the new one, never a truncated file.  (Lightning's own
+    writer stages the file in the system temp folder and *moves* it, which is a copy, not a
+    rename, whenever that folder is on another file system.)  A stale ``.tmp`` left by a kill
+    is never read.
+
+    Loading: ``torch.load(weights_only=True)`` unless the caller asks otherwise, so a checkpoint
+    can hold tensors and plain Python values only; this project's checkpoints need nothing else.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if "://" in str(path):  # remote file systems: Lightning's own transactional writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"storage_options are not supported by {type(self).__name__}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def load_checkpoint(
+        self,
+        path,
+        map_location: Optional[Callable] = lambda storage, loc: storage,
+        weights_only: Optional[bool] = None,
+    ) -> dict[str, Any]:
+        try:
+            return super().load_checkpoint(path, map_location, weights_only=True if weights_only is None else weights_only)
+        except FileNotFoundError as err:
+            raise ConfigError(f"--ckpt_path={str(path)!r}: no such checkpoint file") from err
+        except pickle.UnpicklingError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"checkpoint {path} cannot be loaded safely (weights_only=True refuses it: {first}); "
+                "it is not a checkpoint of this project or it is damaged"
+            ) from err
+        except Exception as err:  # a truncated archive, a file that is no checkpoint at all, …
+            raise ConfigError(
+                f"checkpoint {path} is damaged or not a PyTorch checkpoint ({type(err).__name__}: {err})"
+            ) from err
+
+
+def check_state_shapes(model_state: Mapping[str, Any], ckpt_state: Mapping[str, Any], source: str = "checkpoint") -> None:
+    """Raise :class:`ConfigError` if a checkpoint's tensors do not fit the model (names or shapes).
+
+    Both mappings are ``name → tensor``; only parameter/buffer names of the model are compared.
+    """
+    mismatched = [
+        (k, tuple(ckpt_state[k].shape), tuple(v.shape))
+        for k, v in model_state.items()
+        if k in ckpt_state and hasattr(ckpt_state[k], "shape") and tuple(ckpt_state[k].shape) != tuple(v.shape)
+    ]
+    if mismatched:
+        k, saved, here = mismatched[0]
+        raise ConfigError(
+            f"{source} was saved from a different architecture: {k} has shape {saved} in the checkpoint "
+            f"but {here} in this model ({len(mismatched)} tensor(s) differ); use the checkpoint's "
+            "--model.hidden_layers / inputs / outputs"
+        )
+    missing = [k for k in model_state if k not in ckpt_state]
+    extra = [k for k in ckpt_state if k not in model_state]
+    if missing or extra:
+        raise ConfigError(
+            f"{source} was saved from a different architecture: it has "
+            f"{', '.join(extra) or 'no extra tensors'} that this model lacks, and lacks "
+            f"{', '.join(missing) or 'nothing'}; checkpoint shapes "
+            f"{ {k: tuple(ckpt_state[k].shape) for k in extra} }, model shapes "
+            f"{ {k: tuple(model_state[k].shape) for k in missing} }; use the checkpoint's --model.hidden_layers"
+        )
+
+
+def explicit_keys(args: Iterable[str]) -> dict[str, set[str]]:
+    """``{"model": {...}, "data": {...}}``: the keys that flags or ``--config`` files of ``args`` set."""
+    args = list(args)
+    found: dict[str, set[str]] = {"model": set(), "data": set()}
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        for group in found:
+            if flag.startswith(f"--{group}."):
+                found[group].add(flag[len(group) + 3 :].split(".")[0])
+    for path in config_files(args):
+        try:
+            content = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # the parser has already refused it in one line
+        if not isinstance(content, dict):
+            continue
+        for section in (content, *(v for k, v in content.items() if k in ("fit", "validate", "test", "predict"))):
+            if isinstance(section, dict):
+                for group in found:
+                    if isinstance(section.get(group), dict):
+                        found[group] |= set(section[group])
+    return found
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def completed_epochs(ckpt: Mapping[str, Any]) -> int:
+    """Training epochs a checkpoint has finished (its ``epoch`` is the last finished one, from 0)."""
+    return int(ckpt.get("epoch", -1)) + 1
+
+
+def checkpoint_conflicts(model: Any, data: Any, ckpt: Mapping[str, Any], explicit: dict[str, set[str]]) -> list[str]:
+    """``--group.key=value (checkpoint: value)`` for each explicit value that differs from the checkpoint's.
+
+    ``model`` / ``data`` are the parsed groups (before the checkpoint's values replace them); the
+    checkpoint's model values are its ``hyper_parameters``, its split the data module's state.
+    """
+    saved = {"model": dict(ckpt.get("hyper_parameters") or {}), "data": {}}
+    state = ckpt.get("MNISTDataModule") or {}
+    saved["data"].update({k: state[k] for k in ("seed", "val_size") if state.get(k) is not None})
+    given = {"model": model, "data": data}
+    out = []
+    for group in ("model", "data"):
+        for key in sorted(explicit.get(group, ())):
+            if key not in saved[group] or given[group] is None:
+                continue
+            value = given[group].get(key) if hasattr(given[group], "get") else None
+            if value is None and group == "data":
+                continue  # data.seed None: "the run's seed", nothing explicit to compare
+            if not _same(value, saved[group][key]):
+                out.append(f"--{group}.{key}={value!r} (checkpoint: {saved[group][key]!r})")
+    return out

@@ -1,0 +1,143 @@
+"""python -m src.verify: every piece passes, every planted bug is caught, a user's Function is judged."""
+
+import textwrap
+
+import pytest
+
+from src import verify as V
+
+@pytest.fixture(scope="module")
+def rows():
+    return V.verify_all()
+
+
+def test_verify_lists_every_piece_and_all_pass(rows):
+    names = [r.piece for r in rows]
+    for piece in ("Linear", "ReLU", "Sigmoid", "Tanh", "Softmax", "Identity", "MSELoss", "CrossEntropy",
+                  "SoftmaxCrossEntropy", "L1Penalty", "L2Penalty", "GD", "Adam"):  # fmt: skip
+        assert any(n.split(" ")[0] == piece for n in names), piece
+    for act in ("sigmoid", "tanh", "relu"):
+        assert f"FeedForward ({act}, one node)" in names
+        assert f"FeedForwardNet ({act}) vs nn.Sequential twin" in names
+        assert f"FeedForward ({act}, one node, workspace)" in names  # the training path's buffers
+    assert [r.piece for r in rows if not r.passed] == []
+    by = {r.piece: r for r in rows}
+    assert by["ReLU"].cells["kink"].ok and by["L1Penalty"].cells["kink"].ok  # the conventions at 0 are checked
+    assert by["Adam (vs torch.optim, 25 steps)"].cells["lockstep"].ok
+    assert by["Sigmoid"].cells["gradgrad"].ok and by["FeedForward (relu, one node)"].cells["gradgrad"].ok is None
+
+
+def test_verify_cli_exit_status(capsys, monkeypatch, rows):
+    monkeypatch.setattr(V, "verify_all", lambda: rows)  # the rows are computed once for the module
+    assert V.main([]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(rows)} of {len(rows)} pieces pass" in out and "gradgradcheck" in out and "FAIL" not in out
+    broken = [*rows[:-1], V.Row("broken", {"fp64": V.Cell(False, "1e+00", "ratio ≈ −1: a flipped sign")})]
+    monkeypatch.setattr(V, "verify_all", lambda: broken)
+    assert V.main([]) == 1
+    assert "↳ max|Δ| fp64: ratio ≈ −1: a flipped sign" in capsys.readouterr().out
+
+
+def test_every_mutant_is_caught_with_the_right_hint(capsys):
+    results = V.run_mutants()
+    survivors = [(bug, piece) for bug, piece, row in results if row.passed]
+    assert survivors == []
+    hints = {(piece, bug): " ".join(row.hints()) for bug, piece, row in results}
+    assert "flipped sign" in hints[("Sigmoid", "flipped sign")]
+    assert "transposed shape" in hints[("Linear", "dropped transpose (∂L/∂W = xᵀ g, not gᵀ x)")]
+    assert "ratio ≈ 2" in hints[("L2Penalty", "missing ½ (∂P/∂W = 2αW)")]
+    assert f"ratio ≈ {V.B}" in hints[("SoftmaxCrossEntropy", "sum for mean (no 1/B)")]
+    assert "without bias correction" in hints[("Adam", "no bias correction")]
+    kink = [row.failed_columns() for bug, piece, row in results if piece == "ReLU"]
+    assert kink == [["kink"]]  # ReLU'(0) = 1 is wrong only at the kink, and only that column sees it
+
+
+def test_a_correct_function_passes_the_checks():
+    assert V.check_function(V.SPECS[0]).passed  # Linear, the real one
+
+
+USER_MODULE = textwrap.dedent(
+    """
+    import torch
+    from torch.autograd import Function
+
+    class GoodLinear(Function):
+        @staticmethod
+        def forward(x, w, b):
+            return x @ w.t() + b
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(inputs[0], inputs[1])
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w = ctx.saved_tensors
+            return g @ w, g.t() @ x, g.sum(0)
+
+    class MeanBiasLinear(GoodLinear):
+        @staticmethod
+        def backward(ctx, g):
+            x, w = ctx.saved_tensors
+            return g @ w, g.t() @ x, g.mean(0)   # the bug: mean over the batch where the sum belongs
+
+    def reference(x, w, b):
+        return torch.nn.functional.linear(x, w, b)
+
+    not_a_function = 3
+    """
+)
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "student_fn.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "student_fn"
+
+
+def test_user_function_correct_is_accepted(user_module, capsys):
+    assert V.main(["--function", f"{user_module}:GoodLinear", "--shapes", "6x5", "3x5", "3",
+                   "--reference", f"{user_module}:reference"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "verdict: PASS" in out
+
+
+def test_user_function_large_shapes_use_projections(user_module):
+    row, verdict = V.check_user_function(f"{user_module}:MeanBiasLinear", ["64x784", "50x784", "50"])
+    assert verdict.startswith("FAIL") and row.cells["gradcheck"].text == "fast"
+    assert "ratio ≈ 1/64" in row.cells["gradcheck"].hint
+
+
+def test_user_function_wrong_is_rejected_with_hint(user_module, capsys):
+    assert V.main(["--function", f"{user_module}:MeanBiasLinear", "--shapes", "6x5", "3x5", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "verdict: FAIL" in out and "ratio ≈ 1/6" in out
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--function", "no_such_module_xyz:F", "--shapes", "3"], "module 'no_such_module_xyz' does not import"),
+        (["--function", "{m}:Missing", "--shapes", "3"], "has no attribute 'Missing'"),
+        (["--function", "{m}:not_a_function", "--shapes", "3"], "is not a torch.autograd.Function subclass"),
+        (["--function", "{m}:GoodLinear", "--shapes", "6x5", "4x5", "3"], "do not fit GoodLinear"),
+        (["--function", "{m}:GoodLinear", "--shapes", "6xa"], "'6xa' is not allowed"),
+        (["--function", "{m}GoodLinear", "--shapes", "3"], "write it as pkg.module:Name"),
+    ],
+)
+def test_user_function_bad_input_is_one_line(user_module, capsys, args, message):
+    assert V.main([a.format(m=user_module) for a in args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_verify_needs_no_lightning():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['lightning'] = None; sys.modules['lightning.pytorch'] = None; import src.verify"
+    result = subprocess.run([sys.executable, "-c", code], cwd=V.__file__.rsplit("/src/", 1)[0], capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()
