@@ -168,3 +168,21 @@ def test_module_checkpoints_the_mask_stream(monkeypatch):
     ckpt_off = {}
     MLPClassifier(**ARCH).on_save_checkpoint(ckpt_off)
     assert "dropout_masks" not in ckpt_off  # nothing new in checkpoints without dropout
+
+
+@pytest.mark.parametrize("implementation", ["custom", "sequential"])
+def test_gradient_flow_diagnostics_measure_the_net_without_dropout(implementation):
+    """The diagnostics' probe (src/diagnostics.py) neither drops units nor draws from a mask stream."""
+    from src.diagnostics import probe_diagnostics
+
+    x, onehot = torch.randn(16, 12), torch.eye(5)[torch.arange(16) % 5]
+    values = []
+    for p in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = MLPClassifier(**ARCH, implementation=implementation, activation="relu", dropout=p)
+        state = torch.get_rng_state()
+        values.append(probe_diagnostics(model, x, onehot, lr=0.1))
+        assert torch.equal(torch.get_rng_state(), state)
+    assert values[0].keys() == values[1].keys()
+    for k, v in values[0].items():
+        assert torch.equal(torch.as_tensor(v), torch.as_tensor(values[1][k])), k
