@@ -7,7 +7,9 @@ The same real MNIST batches (batch 64, 300 steps after 20 warm-up steps) for eve
 variants alternating round by round; prints the minimum and the median milliseconds per step:
 
 * ``src.train fit path``: the Trainer exactly as ``python -m src.train fit`` builds it (its
-  callbacks, progress bar, TensorBoard logger, checkpoint plugin), validation off;
+  callbacks, progress bar, TensorBoard logger, checkpoint plugin), validation and the gradient-flow
+  diagnostics off (they measure at two points of epoch 1, which a 300-step window would overweight;
+  BENCHMARKS.md gives their cost over a real epoch);
 * ``bare loop, ours``: the same module's step without Lightning (the one-node ``FeedForward`` with
   its workspace, the hand-written loss, GD/Adam stepping inside backward);
 * ``bare loop, per-op``: the straightforward path (chained per-op Functions, ``zero_grad`` /
@@ -61,7 +63,8 @@ def cli_path(case: str) -> float:
         try:
             cli = main([*config, "--data.data_dir", str(ROOT / "data"), "--trainer.max_epochs", "1",
                         "--trainer.limit_train_batches", str(WARMUP + STEPS), "--trainer.limit_val_batches", "0",
-                        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "true"], run=False)  # fmt: skip
+                        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "true",
+                        "--diagnostics", "false"], run=False)  # fmt: skip
             timer = _StepTimer()
             cli.trainer.callbacks.insert(0, timer)
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)

@@ -69,9 +69,14 @@ class HandOptimizer(Optimizer):
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._hook(group)))
 
     def _hook(self, group: dict) -> Callable[[Tensor], None]:
-        @torch.no_grad()
         def hook(p: Tensor) -> None:
-            self._update(group, [p], [p.grad])
+            # backward runs its hooks with gradients off (unless create_graph=True): no no_grad
+            # context to enter for every parameter on every step
+            if torch.is_grad_enabled():
+                with torch.no_grad():
+                    self._update(group, [p], [p.grad])
+            else:
+                self._update(group, [p], [p.grad])
             p.grad = None
             # torch's LR schedulers check that the optimizer stepped before they do (and warn
             # otherwise) through this flag, which their wrapper around step() sets
