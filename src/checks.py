@@ -2,7 +2,8 @@
 
 * Ranges are declared in the signatures with these types (jsonargparse checks them while parsing
   and names the value): :data:`FinitePositiveFloat` (lr, eps), :data:`FiniteNonNegativeFloat`
-  (alpha), :data:`UnitIntervalCO` (Adam's betas), ``PositiveInt`` (sizes);
+  (alpha), :data:`UnitIntervalCO` (Adam's betas, dropout, the augmentation's shift),
+  :data:`HalfTurnDegrees` (the augmentation's rotation), ``PositiveInt`` (sizes);
 * :func:`check_choice` — a name among the allowed ones, for code that builds classes from Python;
 * :func:`check_config` — the rules that relate the model, the data, the trainer and the run
   folder, on the parsed CLI configuration before anything is built or written.
@@ -27,6 +28,7 @@ __all__ = [
     "FinitePositiveFloat",
     "FiniteNonNegativeFloat",
     "UnitIntervalCO",
+    "HalfTurnDegrees",
     "check_choice",
     "check_config",
     "check_config_files",
@@ -39,6 +41,7 @@ __all__ = [
 FinitePositiveFloat = restricted_number_type("FinitePositiveFloat", float, [(">", 0), ("<", math.inf)])
 FiniteNonNegativeFloat = restricted_number_type("FiniteNonNegativeFloat", float, [(">=", 0), ("<", math.inf)])
 UnitIntervalCO = restricted_number_type("UnitIntervalCO", float, [(">=", 0), ("<", 1)])  # [0, 1)
+HalfTurnDegrees = restricted_number_type("HalfTurnDegrees", float, [(">=", 0), ("<=", 180)])  # [0, 180]
 
 #: subcommands that evaluate trained weights: without --ckpt_path they would use random ones
 NEEDS_CHECKPOINT = ("validate", "test", "predict")
@@ -107,6 +110,15 @@ def check_config(cfg: Any, subcommand: str | None = None) -> None:
             )
         if outputs is not None and outputs != NUM_CLASSES:
             raise ConfigError(f"--model.outputs={outputs} is not allowed; the data has {NUM_CLASSES} classes")
+    if data is not None:  # the augmentation's ranges are types; its scale must also be [low, high]
+        augment = [_get(data, f"augment_{k}") for k in ("degrees", "translate", "scale", "elastic_alpha", "elastic_sigma")]
+        if all(v is not None for v in augment):
+            from .augment import check_augment  # torchvision: imported only here
+
+            try:
+                check_augment(*augment)
+            except ValueError as err:  # its message starts with the option's name
+                raise ConfigError(f"--data.{err}") from err
     if data is not None and subcommand != "predict":  # predict uses no split
         val_size = _get(data, "val_size")
         dataset = _get(data, "dataset", "MNIST")

@@ -33,7 +33,8 @@ from torch import Tensor
 from jsonargparse.typing import PositiveInt
 from torchvision import datasets
 
-from .checks import check_val_size
+from .augment import BatchAugment, check_augment
+from .checks import FiniteNonNegativeFloat, FinitePositiveFloat, HalfTurnDegrees, UnitIntervalCO, check_val_size
 from .errors import DataError
 from .idx import check_split_files
 from .images import load_folder
@@ -202,6 +203,12 @@ class MNISTDataModule(pl.LightningDataModule):
             they rebuild the same split (``validate``/``test``/a resumed ``fit``), so no
             training image leaks into validation whatever the command line's seed.
         predict_dir: folder of digit images (PNG, JPEG, … any format PIL reads) for ``predict``.
+        augment: deform every training batch (never validation, test or predict batches) with a
+            random affine map per image (:mod:`src.augment`): rotation uniform in
+            ``±augment_degrees``, shift in ``±augment_translate`` × 28 pixels (whole pixels),
+            zoom uniform in ``augment_scale``, plus torchvision's elastic field when
+            ``augment_elastic_alpha`` > 0 (``augment_elastic_sigma`` its smoothness).  The draws
+            are seeded by ``(seed, epoch, rank)``, so a resumed run deforms like an uninterrupted one.
     """
 
     def __init__(
@@ -213,11 +220,21 @@ class MNISTDataModule(pl.LightningDataModule):
         eval_batch_size: PositiveInt = 1000,
         seed: Optional[int] = None,
         predict_dir: Optional[str] = None,
+        augment: bool = False,
+        augment_degrees: HalfTurnDegrees = 10.0,
+        augment_translate: UnitIntervalCO = 0.1,
+        augment_scale: tuple[FinitePositiveFloat, FinitePositiveFloat] = (0.9, 1.1),
+        augment_elastic_alpha: FiniteNonNegativeFloat = 0.0,
+        augment_elastic_sigma: FinitePositiveFloat = 4.0,
     ) -> None:
         super().__init__()
         if Path(data_dir).exists() and not Path(data_dir).is_dir():
             raise ValueError(f"--data.data_dir={data_dir!r} is a file; give the folder that holds {dataset}/raw/")
         self.save_hyperparameters()
+        check_augment(augment_degrees, augment_translate, augment_scale, augment_elastic_alpha, augment_elastic_sigma)
+        self.augment = augment
+        self.augmenter: BatchAugment | None = None  # made in setup, when the background value is known
+        self._augment_epoch: int | None = None  # the epoch the augmenter's generator was seeded for
         self.dataset, self.data_dir = dataset, data_dir
         self.batch_size, self.val_size, self.eval_batch_size = batch_size, val_size, eval_batch_size
         self._seed = seed
@@ -274,6 +291,25 @@ class MNISTDataModule(pl.LightningDataModule):
             "test": (standardized(test_images.float().div_(255)), test_labels),
         }
         self._split_of = (seed, val_size)
+        if self.augment:
+            hp = self.hparams
+            self.augmenter = BatchAugment(
+                hp.augment_degrees, hp.augment_translate, hp.augment_scale, hp.augment_elastic_alpha,
+                hp.augment_elastic_sigma, background=-self.mean / self.std,  # standardized black
+            )  # fmt: skip
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Deform training batches (``--data.augment``); every other batch passes unchanged."""
+        trainer = self.trainer
+        if self.augmenter is None or trainer is None or not trainer.training:
+            return batch
+        epoch, rank = trainer.current_epoch, trainer.global_rank
+        if self._augment_epoch != epoch:  # the epoch's first batch: reseed from (seed, epoch, rank)
+            seed = self._split_of[0] if self._split_of else self.seed  # the split's seed (a checkpoint's on resume)
+            self.augmenter.seed((seed * 1_000_003 + epoch) * 65_537 + rank + 0xA06)
+            self._augment_epoch = epoch
+        x, onehot, labels = batch
+        return self.augmenter(x), onehot, labels
 
     def standardize(self, x01: Tensor) -> Tensor:
         """Pixels in [0, 1], any leading shape ``(N, 28, 28)`` → standardized ``(N, 784)``."""

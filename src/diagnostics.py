@@ -73,6 +73,8 @@ def _forward_layers(net: nn.Module, x: Tensor) -> tuple[list[Tensor], list[Tenso
     # the nn.Sequential twin: every Linear with the activation module after it (not the output one)
     mods, outs, weights, h = list(net.net)[:-1], [], [], x
     for m in mods:
+        if isinstance(m, nn.Dropout):  # measured without dropout, like the custom net's chain above
+            continue
         h = m(h)
         if isinstance(m, nn.Linear):
             weights.append(m.weight)

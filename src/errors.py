@@ -39,7 +39,7 @@ _RESTRICTED = re.compile(
     r'Parser key "([^"]+)":\s*Not of type \w+: (.+?) does not conform to restriction ([^\n]+)', re.S
 )
 _PARSER_KEY = re.compile(r'Parser key "([^"]+)":\s*(.*)', re.S)
-_RULES = {"v>0": "> 0", "v>=0": ">= 0", "v<inf": "finite", "v<1": "< 1", "v>-inf": "finite"}
+_RULES = {"v>0": "> 0", "v>=0": ">= 0", "v<inf": "finite", "v<1": "< 1", "v>-inf": "finite", "v<=180": "<= 180"}
 
 
 def _allowed(restriction: str) -> str:

@@ -268,17 +268,19 @@ class Workspace:
         self.hidden: list[Tensor] = []  # h_l, (batch, out_l), l < L
         self.delta: list[Tensor] = []  # δ_l, (batch, out_l), l < L
         self.scratch: list[Tensor] = []  # one temporary per hidden layer (tanh's and ReLU's derivative_)
+        self.dropped: list[Tensor] = []  # h_l ⊙ m_l with dropout, (batch, out_l), l < L; else empty
         self.logits: Tensor | None = None  # (batch, outputs)
 
-    def buffers(self, x: Tensor, params: tuple[Tensor, ...]) -> "Workspace":
-        """Allocate the buffers when the batch size, layer sizes, dtype or device change; else reuse them."""
+    def buffers(self, x: Tensor, params: tuple[Tensor, ...], dropout: bool = False) -> "Workspace":
+        """Allocate the buffers when the batch size, layer sizes, dtype, device or dropout change; else reuse them."""
         widths = [w.shape[0] for w in params[::2]]
-        key = (x.shape[0], x.dtype, x.device, *widths)
+        key = (x.shape[0], x.dtype, x.device, dropout, *widths)
         if key != self.key:
             new = lambda n: torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)  # noqa: E731
             self.hidden = [new(n) for n in widths[:-1]]
             self.delta = [new(n) for n in widths[:-1]]
             self.scratch = [new(n) for n in widths[:-1]]
+            self.dropped = [new(n) for n in widths[:-1]] if dropout else []
             self.logits = new(widths[-1])
             self.key = key
         return self
@@ -305,20 +307,31 @@ class FeedForward(HandFunction):
     ones), and only the returned gradients are new tensors (autograd moves them into ``.grad``
     without a copy).  Without one, every tensor is fresh.
 
-    ``forward`` returns ``(logits, h₁, …, h_{L−1})``: the split form can only save inputs and
-    outputs, so the hidden outputs leave as extra, non-differentiable outputs, which
-    :func:`feed_forward` drops.  That cuts the graph through them for double backward, so this
+    With dropout (``masks`` = the scaled masks ``m_l`` of :func:`src.dropout.dropout_mask`, one
+    per hidden layer), the next layer reads ``d_l = h_l ⊙ m_l`` and the backward multiplies by the
+    same mask before the activation's derivative (:class:`src.dropout.Dropout`)::
+
+        ∂L/∂W_l = δ_lᵀ d_{l−1},   δ_{l−1} = ((δ_l W_l) ⊙ m_{l−1}) ⊙ g'(h_{l−1})
+
+    the per-op chain's products in its order, so with the same masks both paths agree to the last
+    bit.  Without masks nothing of this runs.
+
+    ``forward`` returns ``(logits, h₁, …, h_{L−1})`` (and ``d₁, …, d_{L−1}`` with dropout): the
+    split form can only save inputs and outputs, so the hidden outputs leave as extra,
+    non-differentiable outputs, which :func:`feed_forward` drops.  That cuts the graph through them for double backward, so this
     node is ``once_differentiable`` (the per-op Functions are twice differentiable).
     """
 
     @staticmethod
-    def forward(x: Tensor, activation: str, workspace: Workspace | None, *params: Tensor) -> tuple[Tensor, ...]:
+    def forward(
+        x: Tensor, activation: str, workspace: Workspace | None, masks: list[Tensor] | None, *params: Tensor
+    ) -> tuple[Tensor, ...]:
         if len(params) < 2 or len(params) % 2:
             raise ValueError("FeedForward needs (weight, bias) pairs")
         g = _HIDDEN[activation]
         layers = len(params) // 2
-        ws = workspace.buffers(x, params) if workspace is not None else None
-        hidden = []
+        ws = workspace.buffers(x, params, masks is not None) if workspace is not None else None
+        hidden, dropped = [], []
         h = x
         for i in range(layers - 1):
             w, b = params[2 * i], params[2 * i + 1]
@@ -327,23 +340,27 @@ class FeedForward(HandFunction):
             else:
                 h = g.forward_(torch.addmm(b, h, w.t(), out=ws.hidden[i]))
             hidden.append(h)
+            if masks is not None:  # d_l = h_l ⊙ m_l, what the next layer reads
+                h = torch.mul(h, masks[i]) if ws is None else torch.mul(h, masks[i], out=ws.dropped[i])
+                dropped.append(h)
         w, b = params[-2], params[-1]
         if ws is None:
-            return (torch.addmm(b, h, w.t()), *hidden)
+            return (torch.addmm(b, h, w.t()), *hidden, *dropped)
         # the logits as a view, so that no caller holds the buffer itself (rewritten next step)
         logits = torch.addmm(b, h, w.t(), out=ws.logits)
-        return (logits.view_as(logits), *hidden)
+        return (logits.view_as(logits), *hidden, *dropped)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        x, activation, workspace, *params = inputs
-        hidden = output[1:]
+        x, activation, workspace, masks, *params = inputs
+        hidden = output[1:]  # h_l, then d_l with dropout
         ctx.mark_non_differentiable(*hidden)
         ctx.set_materialize_grads(False)
         ctx.activation = _HIDDEN[activation]
         ctx.workspace = workspace
         ctx.layers = len(params) // 2
-        ctx.save_for_backward(x, *params, *hidden)
+        ctx.dropout = masks is not None
+        ctx.save_for_backward(x, *params, *hidden, *(masks or ()))
 
     @staticmethod
     @once_differentiable
@@ -351,40 +368,47 @@ class FeedForward(HandFunction):
         x, *saved = ctx.saved_tensors
         layers = ctx.layers
         if grad is None:  # the logits were not used (grads are not materialized as zeros)
-            return (None, None, None) + (None,) * (2 * layers)
-        params, hidden = saved[: 2 * layers], saved[2 * layers :]
+            return (None, None, None, None) + (None,) * (2 * layers)
+        params, hidden = saved[: 2 * layers], saved[2 * layers : 3 * layers - 1]
+        # each layer's input d_{l−1} (= h_{l−1} without dropout) and the masks m_l
+        inputs, masks = (saved[3 * layers - 1 : 4 * layers - 2], saved[4 * layers - 2 :]) if ctx.dropout else (hidden, None)
         g, ws = ctx.activation, ctx.workspace
         needs = ctx.needs_input_grad
         grads: list[Tensor | None] = [None] * (2 * layers)
         grad_x = None
         delta = grad  # δ_L: (batch, outputs); autograd's tensor, never written into
         for i in range(layers - 1, -1, -1):
-            h_in = hidden[i - 1] if i > 0 else x
-            if needs[3 + 2 * i]:
-                grads[2 * i] = delta.t().mm(h_in)  # (out, in)
+            h_in = inputs[i - 1] if i > 0 else x
             if needs[4 + 2 * i]:
+                grads[2 * i] = delta.t().mm(h_in)  # (out, in)
+            if needs[5 + 2 * i]:
                 grads[2 * i + 1] = delta.sum(0)  # (out,)
             if i > 0:
-                w = params[2 * i]
+                w, y = params[2 * i], hidden[i - 1]
                 if ws is None:
-                    delta = g.derivative(delta.mm(w), h_in)  # δ_{l−1}: (batch, in)
+                    gd = delta.mm(w)  # ∂L/∂d_{l−1}: (batch, in)
+                    delta = g.derivative(gd if masks is None else gd * masks[i - 1], y)  # δ_{l−1}
                 else:  # the same, in the workspace
-                    delta = g.derivative_(torch.mm(delta, w, out=ws.delta[i - 1]), h_in, ws.scratch[i - 1])
+                    gd = torch.mm(delta, w, out=ws.delta[i - 1])
+                    delta = g.derivative_(gd if masks is None else gd.mul_(masks[i - 1]), y, ws.scratch[i - 1])
             elif needs[0]:
                 grad_x = delta.mm(params[0])
-        return (grad_x, None, None, *grads)
+        return (grad_x, None, None, None, *grads)
 
 
 _HIDDEN = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "identity": Identity}
 
 
-def feed_forward(x: Tensor, activation: str, params: list[Tensor], workspace: Workspace | None = None) -> Tensor:
+def feed_forward(
+    x: Tensor, activation: str, params: list[Tensor], workspace: Workspace | None = None, masks: list[Tensor] | None = None
+) -> Tensor:
     """Logits of the net ``params = [W1, b1, …, WL, bL]`` with hidden ``activation``, in one node.
 
     See :class:`FeedForward`; equal to chaining :func:`linear` and the activation.  Pass the
-    net's :class:`Workspace` while training, to reuse its buffers from step to step.
+    net's :class:`Workspace` while training, to reuse its buffers from step to step, and the
+    scaled dropout ``masks`` of the hidden layers (:func:`src.dropout.dropout_mask`) to drop units.
     """
-    return FeedForward.apply(x, activation, workspace, *params)[0]
+    return FeedForward.apply(x, activation, workspace, masks, *params)[0]
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

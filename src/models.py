@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from . import functional as HF
 from .checks import check_choice
+from .dropout import MaskStream, check_dropout, dropout as hand_dropout, dropout_mask
 from .init import ParameterInitializer
 
 __all__ = ["FeedForwardNet", "SequentialNet", "HIDDEN_ACTIVATIONS", "OUTPUT_ACTIVATIONS"]
@@ -100,6 +101,11 @@ class FeedForwardNet(nn.Module):
     the whole net in one node; ``fused=False`` chains :func:`~src.functional.linear` and the
     activation Function per layer.  Both give the same numbers (tests check it); the fused
     node is faster (BENCHMARKS.md), the chain shows each op's node in the graph.
+
+    ``dropout`` ``p`` (0 ≤ p < 1) applies inverted dropout (:mod:`src.dropout`) to every hidden
+    layer's output in training mode; its masks come from ``self.masks``, a
+    :class:`~src.dropout.MaskStream` seeded with ``dropout_seed`` (the LightningModule checkpoints it).
+    ``input_dropout`` does the same to the input pixels (its mask drawn first).
     """
 
     def __init__(
@@ -113,13 +119,19 @@ class FeedForwardNet(nn.Module):
         seed: int | torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
         fused: bool = True,
+        dropout: float = 0.0,
+        dropout_seed: int = 0,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.dropout = check_dropout(dropout)
+        self.input_dropout = check_dropout(input_dropout, "input_dropout")
         params = _initial_parameters(
             inputs, hidden_layers, outputs, activation, output_activation, initialization, seed, dtype
         )
         self.activation, self.output_activation = activation, output_activation
         self.fused = fused
+        self.masks = MaskStream(dropout_seed)  # the dropout masks' own random stream
         self._g = HF.ACTIVATIONS[activation]
         self._o = HF.ACTIVATIONS[output_activation]
         for name, value in params.items():
@@ -138,14 +150,24 @@ class FeedForwardNet(nn.Module):
         return [self._parameters[f"W{i}"] for i in range(1, self.num_layers + 1)]
 
     def logits(self, x: Tensor) -> Tensor:
+        drop = self.dropout if self.training else 0.0
+        if self.training and self.input_dropout:  # the input's mask first, then the hidden layers'
+            x = hand_dropout(x, self.input_dropout, True, self.masks.generator(x.device))
         if self.fused:
             params = [self._parameters[n] for n in self._names]
             # buffers only for training steps: an evaluation must not overwrite what a backward needs
             workspace = self.workspace if torch.is_grad_enabled() else None
-            return HF.feed_forward(x, self.activation, params, workspace)
+            masks = None
+            if drop:  # (batch, hidden) per hidden layer, drawn in layer order like the per-op chain below
+                gen = self.masks.generator(x.device)
+                masks = [dropout_mask(x.new_empty(len(x), w.shape[0]), drop, gen) for w in params[:-2:2]]
+            return HF.feed_forward(x, self.activation, params, workspace, masks)
         layers = self.layers()
+        gen = self.masks.generator(x.device) if drop else None
         for w, b in layers[:-1]:
             x = self._g(HF.linear(x, w, b))
+            if drop:  # (batch, hidden): one mask per layer, drawn in layer order
+                x = hand_dropout(x, drop, True, gen)
         w, b = layers[-1]
         return HF.linear(x, w, b)
 
@@ -173,7 +195,8 @@ _TORCH_ACTIVATIONS = {
 class SequentialNet(nn.Module):
     """The package twin: the same architecture from ``nn.Linear`` and torch activations.
 
-    ``self.net`` is a plain ``nn.Sequential`` ending with the output activation;
+    ``self.net`` is a plain ``nn.Sequential`` ending with the output activation, with an
+    ``nn.Dropout`` after each hidden activation when ``dropout`` > 0 (global random stream);
     ``logits`` runs all but that last module.  The weights are copied from the
     same :class:`~src.init.ParameterInitializer` draw as :class:`FeedForwardNet`.
     """
@@ -188,14 +211,18 @@ class SequentialNet(nn.Module):
         initialization: str = "glorot",
         seed: int | torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.dropout = check_dropout(dropout)
+        self.input_dropout = check_dropout(input_dropout, "input_dropout")
         params = _initial_parameters(
             inputs, hidden_layers, outputs, activation, output_activation, initialization, seed, dtype
         )
         sizes = [inputs, *hidden_layers, outputs]
         self.activation, self.output_activation = activation, output_activation
-        modules: list[nn.Module] = []
+        modules: list[nn.Module] = [nn.Dropout(self.input_dropout)] if self.input_dropout else []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
             layer = nn.Linear(fan_in, fan_out, dtype=dtype)
             with torch.no_grad():
@@ -203,6 +230,8 @@ class SequentialNet(nn.Module):
                 layer.bias.copy_(params[f"b{i}"])
             modules.append(layer)
             modules.append(_TORCH_ACTIVATIONS[activation if i < len(sizes) - 1 else output_activation]())
+            if self.dropout and i < len(sizes) - 1:  # only when on, so the Linear indices stay as before
+                modules.append(nn.Dropout(self.dropout))
         self.net = nn.Sequential(*modules)
 
     def weights(self) -> list[Tensor]:

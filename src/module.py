@@ -18,6 +18,7 @@ weight decay on top.
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from typing import Literal, NoReturn, Optional
 
@@ -44,6 +45,8 @@ __all__ = ["MLPClassifier"]
 
 LOSS_CLASSES = {"cross_entropy": HL.CrossEntropyLoss, "mse": HL.SquaredErrorLoss}
 EVAL_SPLITS = ("train", "val", "test")
+#: added to the run's seed for the dropout masks' generator, so it is not the global generator's stream
+DROPOUT_SEED_OFFSET = 0x0D80_0D80
 
 
 class MLPClassifier(pl.LightningModule):
@@ -71,6 +74,11 @@ class MLPClassifier(pl.LightningModule):
             epoch, from ``lr`` down to 0 at ``--trainer.max_epochs``).
         inputs: input features (784 for 28×28 images).
         outputs: classes.
+        dropout: inverted dropout's drop probability ``p`` on every hidden layer in training
+            (0 ≤ p < 1; 0 = off), :mod:`src.dropout` (the twin: ``nn.Dropout``).  The custom
+            net's masks come from their own generator, seeded from the run's seed and saved in
+            every checkpoint, so a resumed run draws the same masks.
+        input_dropout: the same on the input pixels (0 ≤ p < 1; 0 = off).
     """
 
     def __init__(
@@ -90,6 +98,8 @@ class MLPClassifier(pl.LightningModule):
         lr_schedule: Literal["constant", "cosine"] = "constant",
         inputs: PositiveInt = 784,
         outputs: PositiveInt = 10,
+        dropout: UnitIntervalCO = 0.0,
+        input_dropout: UnitIntervalCO = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -105,8 +115,15 @@ class MLPClassifier(pl.LightningModule):
             )
         # Validates regularization and alpha with the course report's loss classes' own checks.
         self.loss_fn = LOSS_CLASSES[loss](alpha=alpha, regularization=regularization)
-        net_cls = FeedForwardNet if implementation == "custom" else SequentialNet
-        self.net = net_cls(inputs, hidden_layers, outputs, activation, output_activation, initialization)
+        net_args = (inputs, hidden_layers, outputs, activation, output_activation, initialization)
+        if implementation == "custom":
+            # the masks' stream: seeded from the run's seed (set by --seed_everything before this)
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            self.net = FeedForwardNet(
+                *net_args, dropout=dropout, dropout_seed=seed + DROPOUT_SEED_OFFSET, input_dropout=input_dropout
+            )
+        else:
+            self.net = SequentialNet(*net_args, dropout=dropout, input_dropout=input_dropout)
         # softmax + cross-entropy is computed fused from the logits in both implementations
         self.fused = loss == "cross_entropy" and output_activation == "softmax"
         # Lightning's automatic optimization wraps every step in a closure and a dozen hook
@@ -334,6 +351,13 @@ class MLPClassifier(pl.LightningModule):
         # Before Lightning copies the tensors: one clear line naming both shapes if the
         # checkpoint comes from another architecture (instead of load_state_dict's wall of text).
         check_state_shapes(self.state_dict(), checkpoint.get("state_dict", {}))
+        if "dropout_masks" in checkpoint and isinstance(self.net, FeedForwardNet):
+            self.net.masks.load_state_dict(checkpoint["dropout_masks"])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the dropout masks' random stream, so a resumed run draws the masks the uninterrupted one would
+        if isinstance(self.net, FeedForwardNet) and (self.net.dropout or self.net.input_dropout):
+            checkpoint["dropout_masks"] = self.net.masks.state_dict()
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         # Batches are already CPU tensors: skip Lightning's recursive walk when there is no move.

@@ -4,6 +4,8 @@
     python -m src.report --run           # first train every config in configs/ (15 epochs each), then report
     python -m src.report --runs lightning_logs/relu/version_3 lightning_logs/tanh/version_0
     python -m src.report --run --configs configs/relu.yaml -- --trainer.max_epochs 2   # args after -- go to fit
+    python -m src.report --run --seeds 3  # every config with --seed_everything 0, 1, 2: mean ± std table
+    python -m src.report --seeds 3        # the latest finished run of each experiment for each of seeds 0, 1, 2
 
 The full regeneration (``--run`` with every config and no extra training arguments) writes the
 tracked ``reports/REPORT.md``; anything else writes ``lightning_logs/report/REPORT.md`` unless
@@ -12,12 +14,15 @@ Beside ``REPORT.md``, per experiment, ``<experiment>_loss.png`` (train and
 validation loss per epoch) and ``<experiment>_confusion.png`` (test confusion matrix).  A run is
 finished when its folder holds ``results.json`` (written by ``python -m src.train fit``); the
 per-epoch losses come from its TensorBoard events (``train/loss_epoch``, ``val/loss``).
+When an experiment has runs of several seeds, the report opens with their mean ± standard
+deviation (sample std, n − 1) and shows the figures of its lowest seed's run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +38,8 @@ __all__ = [
     "read_run",
     "latest_runs",
     "write_report",
+    "seed_table",
+    "latest_runs_per_seed",
     "main",
 ]
 
@@ -73,6 +80,11 @@ class Run:
     @property
     def model(self) -> dict:
         return self.results.get("config", {}).get("model", {})
+
+    @property
+    def seed(self) -> Optional[int]:
+        """The run's ``--seed_everything`` (``None`` if its results do not say)."""
+        return self.results.get("config", {}).get("seed_everything")
 
 
 def _scalars(accumulator, tag: str) -> dict[int, float]:
@@ -136,6 +148,23 @@ def latest_runs(log_root: str | Path = LOG_ROOT) -> list[Path]:
     return runs
 
 
+def latest_runs_per_seed(log_root: str | Path = LOG_ROOT, seeds: int = 1) -> list[Path]:
+    """Per experiment, the latest finished run of each seed ``0 … seeds − 1`` (experiments in report order)."""
+    log_root = Path(log_root)
+    runs = []
+    for exp in sorted((p for p in log_root.iterdir() if p.is_dir()), key=lambda p: _order(p.name)):
+        by_seed: dict[int, Path] = {}
+        for v in sorted(exp.glob("version_*"), key=_version):
+            try:
+                seed = json.loads((v / "results.json").read_text())["config"].get("seed_everything")
+            except (OSError, ValueError, KeyError, AttributeError):
+                continue  # unfinished or unreadable: read_run names it if asked for explicitly
+            if seed in range(seeds):
+                by_seed[seed] = v  # later versions replace earlier ones
+        runs += [by_seed[s] for s in sorted(by_seed)]
+    return runs
+
+
 # ------------------------------------------------------------------- report
 def _num(value: Optional[float], course: Optional[float] = None, digits: int = 4) -> str:
     text = "—" if value is None else f"{value:.{digits}f}"
@@ -176,6 +205,54 @@ def _labels(runs: list[Run]) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}_{r.path.name}" for n, r in zip(names, runs)]
 
 
+SEED_HEADER = [
+    "experiment", "activation", "optimizer", "lr", "batch", "dropout", "augment", "epochs", "seeds",
+    "train acc", "val acc", "test acc", "test macro F1", "wall time (s)",
+]  # fmt: skip
+
+
+def _mean_std(values: Sequence[float], digits: int = 4) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _groups(runs: list[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.experiment, []).append(run)
+    return groups
+
+
+def seed_table(runs: list[Run]) -> list[str]:
+    """Markdown rows: per experiment, the mean ± sample std of its runs' accuracies (one run: its value)."""
+    rows = ["| " + " | ".join(SEED_HEADER) + " |", "|" + "---|" * len(SEED_HEADER)]
+    for name, group in _groups(runs).items():
+        m, r0 = group[0].model, group[0].results
+        data = r0.get("config", {}).get("data", {})
+        aug = data.get("augment", False)
+        if aug and data.get("augment_elastic_alpha"):
+            aug = "affine + elastic"
+        elif aug:
+            aug = "affine"
+        cell = [
+            name,
+            str(m.get("activation", "—")),
+            str(m.get("optimizer", "—")) + (" cosine" if m.get("lr_schedule") == "cosine" else ""),
+            f"{m['lr']:g}" if "lr" in m else "—",
+            str(data.get("batch_size", "—")),
+            f"{m.get('dropout', 0):g}" if m.get("dropout") else "—",
+            aug or "—",
+            str(r0.get("epochs", "—")),
+            ", ".join(str(run.seed) for run in group),
+            *(_mean_std([run.results[split]["accuracy"] for run in group]) for split in ("train", "val", "test")),
+            _mean_std([run.results["test"]["report"]["macro avg"]["f1"] for run in group]),
+            f"{statistics.mean(run.results.get('wall_time_s', float('nan')) for run in group):.0f}",
+        ]
+        rows.append("| " + " | ".join(cell) + " |")
+    return rows
+
+
 def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
     """Write ``REPORT.md`` and its PNGs into ``out_dir``; return the report's path."""
     if not runs:
@@ -185,6 +262,26 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
     labels = _labels(runs)
     table = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     table += ["| " + " | ".join(_row(label, run)) + " |" for label, run in zip(labels, runs)]
+    # experiments run with several seeds: their mean ± std first; then every run; the figures of
+    # each such experiment's first run only (runs of one experiment with the same seed stay apart)
+    groups = _groups(runs)
+    seeded = {n for n, g in groups.items() if len(g) > 1 and len({r.seed for r in g}) == len(g)}
+    several = bool(seeded)
+    if several:
+        table = [
+            "Mean ± sample standard deviation over the seeds listed (wall time: mean):",
+            "",
+            *seed_table(runs),
+            "",
+            "Each run:",
+            "",
+            *table,
+        ]
+    sections = [
+        (run.experiment if run.experiment in seeded else label, run)
+        for label, run in zip(labels, runs)
+        if run.experiment not in seeded or run is groups[run.experiment][0]
+    ]
     md = [
         "# Results",
         "",
@@ -204,9 +301,9 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
     from .report_why import write_why
 
     md += write_why({label: run.path for label, run in zip(labels, runs)}, out_dir, save_png)
-    for label, run in zip(labels, runs):
+    for label, run in sections:
         r, loss = run.results, run.model.get("loss", "cross_entropy")
-        md += [f"## {label}", "", f"Run: `{run.path}`", ""]
+        md += [f"## {label}", "", f"Run: `{run.path}`" + (f" (seed {run.seed})" if several else ""), ""]
         if run.train_loss:
             save_png(loss_figure(label, run.epochs, run.train_loss, run.val_loss, loss), out_dir / f"{label}_loss.png")
             md += [f"![{label}: loss per epoch]({label}_loss.png)", ""]
@@ -222,15 +319,20 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
 
 
 # ---------------------------------------------------------------------- CLI
-def train_configs(configs: list[Path], extra: list[str]) -> list[Path]:
-    """Run ``python -m src.train fit --config <c> <extra>`` for each config in this process; the run folders."""
+def train_configs(configs: list[Path], extra: list[str], seeds: int = 1) -> list[Path]:
+    """Run ``python -m src.train fit --config <c> <extra>`` for each config in this process; the run folders.
+
+    With ``seeds`` > 1, each config runs once per ``--seed_everything`` 0 … seeds − 1.
+    """
     from .train import main as train_main
 
+    jobs = [(c, []) for c in configs] if seeds == 1 else [(c, ["--seed_everything", str(s)]) for c in configs for s in range(seeds)]
     runs = []
-    for i, config in enumerate(configs, 1):
-        print(f"\n=== [{i}/{len(configs)}] {config.stem}: python -m src.train fit --config {config} {' '.join(extra)}",
+    for i, (config, seed_args) in enumerate(jobs, 1):
+        args = [*seed_args, *extra]
+        print(f"\n=== [{i}/{len(jobs)}] {config.stem}: python -m src.train fit --config {config} {' '.join(args)}",
               flush=True)  # fmt: skip
-        cli = train_main(["fit", "--config", str(config), *extra])
+        cli = train_main(["fit", "--config", str(config), *args])
         runs.append(Path(cli.trainer.log_dir))
     return runs
 
@@ -248,6 +350,11 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument(
         "--out", type=Path, default=None, help=f"output folder (default: {OUT_DIR} for a full --run, else {SCRATCH_DIR})"
     )
+    parser.add_argument(
+        "--seeds", type=int, default=1,
+        help="seeds 0 … N−1: with --run, train each config once per seed; without, report each experiment's "
+        "latest run of each of these seeds; the table then shows mean ± std (default: 1)",
+    )  # fmt: skip
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -257,6 +364,10 @@ def main(argv: Optional[list[str]] = None) -> Path:
         parser.error("--configs needs --run")
     if args.run and args.runs:
         parser.error("--run reports the runs it trains; leave out --runs")
+    if args.seeds < 1:
+        parser.error(f"--seeds={args.seeds} is not allowed; give the number of seeds, >= 1")
+    if args.seeds > 1 and args.runs:
+        parser.error("--seeds picks runs by seed; with --runs the runs given are reported (grouped by experiment)")
 
     if args.run:
         configs = args.configs or sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: _order(p.stem))
@@ -265,13 +376,13 @@ def main(argv: Optional[list[str]] = None) -> Path:
                 parser.error(f"--configs: {c} is not a file")
         if not configs:
             parser.error(f"no configs in {CONFIG_DIR}/")
-        run_dirs = train_configs(configs, extra)
+        run_dirs = train_configs(configs, extra, args.seeds)
     elif args.runs:
         run_dirs = args.runs
     else:
         if not args.logdir.is_dir():
             parser.error(f"--logdir {args.logdir} is not a folder; train first (python -m src.train fit) or use --run")
-        run_dirs = latest_runs(args.logdir)
+        run_dirs = latest_runs(args.logdir) if args.seeds == 1 else latest_runs_per_seed(args.logdir, args.seeds)
         if not run_dirs:
             parser.error(f"no finished runs (folders with results.json) under {args.logdir}/; use --run to train")
     try:

@@ -427,7 +427,8 @@ def _torch_net(activation: str) -> Callable[..., Tensor]:
 def _ff_extras(cls: type, activation: str, workspace: Any) -> list[Any]:
     """The non-tensor arguments FeedForward takes between ``x`` and the parameters, by name."""
     names = [p.name for p in inspect.signature(cls.forward).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
-    return [activation if n == "activation" else workspace for n in names[1:]]  # workspace: None = fresh tensors
+    # workspace: None = fresh tensors; masks (dropout, issue 13): None = no dropout
+    return [activation if n == "activation" else None if n == "masks" else workspace for n in names[1:]]
 
 
 def _feed_forward_spec(activation: str, workspace: bool = False) -> FunctionSpec:

@@ -82,8 +82,9 @@ def _straightforward(setting, x, y, epochs, batch=16, seed=7):
         dict(activation="relu", optimizer="adam", lr=0.01, regularization="l2", alpha=0.01),
         dict(activation="tanh", optimizer="gd", lr=0.1, loss="mse"),
         dict(activation="tanh", optimizer="adam", lr=0.01, lr_schedule="cosine"),
+        dict(activation="relu", optimizer="adam", lr=0.01, dropout=0.3),  # the same masks on both paths
     ],
-    ids=["sigmoid-gd", "relu-adam", "relu-adam-l2", "tanh-gd-mse", "tanh-adam-cosine"],
+    ids=["sigmoid-gd", "relu-adam", "relu-adam-l2", "tanh-gd-mse", "tanh-adam-cosine", "relu-adam-dropout"],
 )
 def test_trainer_path_equals_straightforward_loop(setting):
     gen = torch.Generator().manual_seed(0)

@@ -1,0 +1,51 @@
+"""python -m src.report --run --seeds N: every config once per seed, and the mean ± std table."""
+
+import json
+import statistics
+
+import pytest
+import torch
+
+from src.report import latest_runs_per_seed, main as report_main
+
+from tests.fakedata import write_fake_mnist
+
+TINY = ["--data.data_dir", "data", "--data.val_size", "100", "--data.eval_batch_size", "100",
+        "--trainer.enable_progress_bar", "false", "--trainer.limit_train_batches", "3", "--trainer.max_epochs", "1"]  # fmt: skip
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small.yaml").write_text("model:\n  activation: relu\n  hidden_layers: [16]\n  dropout: 0.2\n  lr: 0.01\n")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path
+    torch.set_num_threads(before)
+
+
+def test_run_with_seeds_reports_mean_and_std(tiny, capsys):
+    report = report_main(["--run", "--seeds", "3", "--configs", "small.yaml", "--", *TINY])
+    runs = sorted((tiny / "lightning_logs" / "small").glob("version_*"))
+    results = [json.loads((r / "results.json").read_text()) for r in runs]
+    assert [r["config"]["seed_everything"] for r in results] == [0, 1, 2]
+    acc = [r["test"]["accuracy"] for r in results]
+    assert len({r["test"]["loss"] for r in results}) == 3  # the seeds really differ
+    text = report.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| small | relu"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[5] == "0.2" and cells[8] == "0, 1, 2"
+    assert cells[11] == f"{statistics.mean(acc):.4f} ± {statistics.stdev(acc):.4f}"
+    assert text.count("## small") == 1 and "(seed 0)" in text  # figures of one run per experiment
+
+    # without --run: the latest finished run of each seed, found again from the folders
+    assert latest_runs_per_seed(tiny / "lightning_logs", 3) == runs
+    assert latest_runs_per_seed(tiny / "lightning_logs", 2) == runs[:2]
+    assert report_main(["--seeds", "3"]).read_text() == text
+
+
+def test_seeds_must_be_positive(tiny, capsys):
+    with pytest.raises(SystemExit):
+        report_main(["--run", "--seeds", "0"])
+    assert "--seeds=0 is not allowed" in capsys.readouterr().err
