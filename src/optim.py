@@ -99,12 +99,9 @@ class HandOptimizer(Optimizer):
     def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         raise NotImplementedError
 
-    def __getstate__(self) -> dict:  # hooks are not state: a copy or a pickle starts without them
-        state = super().__getstate__()
-        state.pop("_hooks", None)
-        return state
-
     def __setstate__(self, state: dict) -> None:
+        # Optimizer.__getstate__ keeps defaults, state and param_groups only: a copy or a pickle
+        # starts without hooks
         super().__setstate__(state)
         self._hooks = []
 

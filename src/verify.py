@@ -698,40 +698,22 @@ def _numel_scale(g: Tensor, ctx) -> Tensor:
 class _SumGD(HO.GD):
     """GD with a flipped sign: θ ← θ + η g (ascends the loss)."""
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.add_(p.grad, alpha=group["lr"])  # the bug: + where − belongs
-        return loss
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        torch._foreach_add_(params, grads, alpha=group["lr"])  # the bug: + where − belongs
 
 
 class _NoBiasCorrectionAdam(HO.Adam):
     """Adam without bias correction: θ ← θ − η m / (√v + ε), m and v not divided by 1 − βᵗ."""
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
-                st["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
-                st["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                p.addcdiv_(st["m"], st["v"].sqrt().add_(group["eps"]), value=-group["lr"])  # the bug: no m̂, v̂
-        return loss
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        b1, b2 = group["betas"]
+        for p, g in zip(params, grads):
+            st = self.state[p]
+            if not st:
+                st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            st["m"].mul_(b1).add_(g, alpha=1 - b1)
+            st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(st["m"], st["v"].sqrt().add_(group["eps"]), value=-group["lr"])  # the bug: no m̂, v̂
 
 
 def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
