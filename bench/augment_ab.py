@@ -6,7 +6,7 @@ Each round trains one epoch of the 784-500-250-100-10 ReLU + Adam net (dropout 0
 50 000 training images through Lightning (no logger, checkpoints, progress bar or validation),
 once without augmentation and once with it, and reads the training pass's seconds from the
 module's ``epoch_times``.  It also times, over one epoch's batches, the augmentation alone in three
-forms: the batched per-image affine of ``src.augment`` (with and without the elastic field),
+forms: the batched per-image affine of ``src.data.augment`` (with and without the elastic field),
 ``v2.RandomAffine`` applied to the whole batch tensor (one draw for all images), and
 ``v2.RandomAffine`` applied image by image (one draw per image, the alternative to ours).
 """
@@ -21,9 +21,9 @@ import lightning.pytorch as pl
 import torch
 from torchvision.transforms import v2
 
-from src.augment import BatchAugment
-from src.data import MNISTDataModule
-from src.module import MLPClassifier
+from src.data.augment import BatchAugment
+from src.data.mnist import MNISTDataModule
+from src.system.module import MLPClassifier
 
 
 def epoch_seconds(dm: MNISTDataModule, augment: bool) -> float:

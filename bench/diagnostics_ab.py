@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's src/, wherever it runs from
 
-from src.diagnostics import GradientFlowDiagnostics  # noqa: E402
+from src.instruments.diagnostics import GradientFlowDiagnostics  # noqa: E402
 from src.train import main  # noqa: E402
 
 
@@ -41,9 +41,9 @@ def micro(rounds: int = 7) -> None:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from src.diagnostics import EPOCH1_FRACTIONS, probe_diagnostics
-    from src.functional import Workspace
-    from src.module import MLPClassifier
+    from src.instruments.diagnostics import EPOCH1_FRACTIONS, probe_diagnostics
+    from src.hand.fused import Workspace
+    from src.system.module import MLPClassifier
 
     torch.manual_seed(0)
     model = MLPClassifier()

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.data import TensorBatches
-from src.module import MLPClassifier
+from src.data.mnist import TensorBatches
+from src.system.module import MLPClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP, STEPS = 20, 300
@@ -74,7 +74,7 @@ def cli_path(case: str) -> float:
 
 
 def bare_ours(batches, setting: dict, fused: bool = True) -> float:
-    from src.functional import Workspace
+    from src.hand.fused import Workspace
 
     torch.manual_seed(0)
     model = MLPClassifier(**setting)
@@ -134,7 +134,7 @@ def main() -> None:
     args = p.parse_args()
     sys.argv = sys.argv[:1]  # the CLI path parses its own arguments
     torch.set_flush_denormal(True)
-    from src.data import MNISTDataModule
+    from src.data.mnist import MNISTDataModule
 
     dm = MNISTDataModule(data_dir=str(ROOT / "data"))
     dm.prepare_data()

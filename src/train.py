@@ -31,17 +31,17 @@ from lightning.pytorch.plugins import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from . import files
-from .callbacks import ResumableModelCheckpoint, RNGStateCallback
-from .checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
-from .checks import check_config, check_config_files
-from .data import MNISTDataModule, check_files
-from .diagnostics import GradientFlowDiagnostics
+from .system import runs
+from .system.callbacks import ResumableModelCheckpoint, RNGStateCallback
+from .system.checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
+from .system.config import check_config, check_config_files
+from .data.mnist import MNISTDataModule, check_files
+from .instruments.diagnostics import GradientFlowDiagnostics
 from .errors import ConfigError, DataError, DivergenceError, OutputError, one_line
-from .files import LOG_ROOT, claim_run_dir, write_json_atomic, write_text_atomic
-from .metrics import format_report
-from .module import EVAL_SPLITS, MLPClassifier
-from .predict import PredictionWriter
+from .system.runs import LOG_ROOT, claim_run_dir, write_json_atomic, write_text_atomic
+from .system.metrics import format_report
+from .system.module import EVAL_SPLITS, MLPClassifier
+from .system.predict import PredictionWriter
 
 __all__ = ["CLI", "RunLogger", "main"]
 
@@ -49,7 +49,7 @@ SIGTERM_STATUS = 128 + 15  # the shell's status for a process ended by SIGTERM
 
 
 class RunLogger(TensorBoardLogger):
-    """``TensorBoardLogger`` whose ``version_N`` folder is claimed atomically (:func:`src.files.claim_run_dir`).
+    """``TensorBoardLogger`` whose ``version_N`` folder is claimed atomically (:func:`src.system.runs.claim_run_dir`).
 
     Lightning's own logger lists the folders and takes the next number, so two runs started
     together both took ``version_0``.  Only global rank 0 claims; the other DDP processes get
@@ -88,11 +88,11 @@ class CLI(LightningCLI):
             default=None,
             help="Run folder name under lightning_logs/ (default: the last --config file's name, else 'default').",
         )
-        parser.add_argument(  # issue 12: gradient-flow diagnostics (src/diagnostics.py)
+        parser.add_argument(  # issue 12: gradient-flow diagnostics (src/instruments/diagnostics.py)
             "--diagnostics",
             type=bool,
             default=True,
-            help="Log per-layer gradient-flow diagnostics under diagnostics/ in TensorBoard (src/diagnostics.py).",
+            help="Log per-layer gradient-flow diagnostics under diagnostics/ in TensorBoard (src/instruments/diagnostics.py).",
         )
 
     def experiment_name(self) -> str:
@@ -109,7 +109,7 @@ class CLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         cfg = self.config[subcommand] if subcommand else self.config
-        # Rules between groups, before anything is built or written (src.checks).
+        # Rules between groups, before anything is built or written (src.system.config).
         check_config(cfg, subcommand)
         data = cfg.get("data")
         if subcommand in ("fit", "validate", "test") and data is not None:
@@ -163,7 +163,7 @@ class CLI(LightningCLI):
             ]
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.get("diagnostics", True) and not any(isinstance(c, GradientFlowDiagnostics) for c in callbacks):
-            callbacks.append(GradientFlowDiagnostics())  # per-layer gradient flow (src/diagnostics.py), on by default
+            callbacks.append(GradientFlowDiagnostics())  # per-layer gradient flow (src/instruments/diagnostics.py), on by default
         kwargs["callbacks"] = callbacks
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
@@ -231,7 +231,7 @@ class CLI(LightningCLI):
 
     def _log_to_tensorboard(self, results: dict) -> None:
         """The confusion matrix, classification reports and hyperparameters (HParams metric: test accuracy)."""
-        from .figures import log_to_tensorboard  # matplotlib is imported only here
+        from .instruments.figures import log_to_tensorboard  # matplotlib is imported only here
 
         # flat, like the hyperparameters Lightning logs at the start (module's and data module's)
         params = {**self.datamodule.hparams, **self.model.hparams}
@@ -255,7 +255,7 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
     # times slower to compute on CPUs otherwise). The flag is per thread and PyTorch's worker
     # threads copy it when they start, so it is set here, before any parallel op starts them.
     torch.set_flush_denormal(True)
-    files.forget_claims()
+    runs.forget_claims()
     try:
         return _cli(args, run)
     except (ArgumentError, ConfigError) as err:
@@ -268,7 +268,7 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
 
 def _stopped_message() -> str:
     """What a SIGTERM left behind, and how to resume (the last finished epoch's ``last.ckpt``)."""
-    run_dir = files.CLAIMED[-1] if files.CLAIMED else None
+    run_dir = runs.CLAIMED[-1] if runs.CLAIMED else None
     last = run_dir / "checkpoints" / "last.ckpt" if run_dir is not None else None
     if last is None or not last.is_file():
         return "stopped by SIGTERM before the first epoch ended: no checkpoint to resume from"
@@ -277,7 +277,7 @@ def _stopped_message() -> str:
 
 
 def _exit(message: str, status: int) -> NoReturn:
-    files.discard_unfinished()
+    runs.discard_unfinished()
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(status)
 

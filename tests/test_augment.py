@@ -1,4 +1,4 @@
-"""Batch augmentation (src/augment.py): each image deformed as torchvision deforms it, training batches only."""
+"""Batch augmentation (src/data/augment.py): each image deformed as torchvision deforms it, training batches only."""
 
 from types import SimpleNamespace
 
@@ -7,8 +7,8 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from src.augment import BatchAugment, check_augment
-from src.data import MNISTDataModule
+from src.data.augment import BatchAugment, check_augment
+from src.data.mnist import MNISTDataModule
 from tests.fakedata import write_fake_mnist
 
 BG = -0.4242  # the standardized black of MNIST: what shows outside the shifted image

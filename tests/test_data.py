@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from src.data import MNISTDataModule, TensorBatches, prepare_raw_files
+from src.data.mnist import MNISTDataModule, TensorBatches, prepare_raw_files
 from tests.fakedata import FILES, write_fake_mnist
 
 from tests.conftest import REAL_DATA, needs_real_mnist as needs_real

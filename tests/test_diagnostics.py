@@ -4,8 +4,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.diagnostics import GradientFlowDiagnostics, probe_diagnostics
-from src.module import MLPClassifier
+from src.instruments.diagnostics import GradientFlowDiagnostics, probe_diagnostics
+from src.system.module import MLPClassifier
 from src.train import main
 from tests.fakedata import write_fake_mnist
 

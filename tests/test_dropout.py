@@ -1,14 +1,14 @@
-"""Inverted dropout (src/dropout.py): its gradient, its agreement with torch, where it is on and off."""
+"""Inverted dropout (src/hand/dropout.py): its gradient, its agreement with torch, where it is on and off."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src import functional as HF
-from src.dropout import Dropout, MaskStream, check_dropout, dropout, dropout_mask
-from src.models import FeedForwardNet, SequentialNet
-from src.module import MLPClassifier
+from src.hand import fused as FF
+from src.hand.dropout import Dropout, MaskStream, check_dropout, dropout, dropout_mask
+from src.hand.nets import FeedForwardNet, SequentialNet
+from src.system.module import MLPClassifier
 from tests.conftest import randn
 
 ARCH = dict(inputs=12, hidden_layers=[10, 8], outputs=5)
@@ -97,7 +97,7 @@ def test_fused_with_workspace_equals_per_op_over_steps(activation):
     kw = dict(activation=activation, seed=1, dropout=0.4, dropout_seed=5, input_dropout=0.2)
     fast = FeedForwardNet(**ARCH, **kw)
     slow = FeedForwardNet(**ARCH, **kw, fused=False)
-    fast.workspace = HF.Workspace()
+    fast.workspace = FF.Workspace()
     for step in range(3):
         x = torch.randn(16, 12, generator=torch.Generator().manual_seed(step))
         grads = []
@@ -172,8 +172,8 @@ def test_module_checkpoints_the_mask_stream(monkeypatch):
 
 @pytest.mark.parametrize("implementation", ["custom", "sequential"])
 def test_gradient_flow_diagnostics_measure_the_net_without_dropout(implementation):
-    """The diagnostics' probe (src/diagnostics.py) neither drops units nor draws from a mask stream."""
-    from src.diagnostics import probe_diagnostics
+    """The diagnostics' probe (src/instruments/diagnostics.py) neither drops units nor draws from a mask stream."""
+    from src.instruments.diagnostics import probe_diagnostics
 
     x, onehot = torch.randn(16, 12), torch.eye(5)[torch.arange(16) % 5]
     values = []

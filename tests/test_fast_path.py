@@ -21,10 +21,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from src.data import TensorBatches
-from src.functional import Workspace
-from src.module import MLPClassifier
-from src.optim import HandOptimizer
+from src.data.mnist import TensorBatches
+from src.hand.fused import Workspace
+from src.system.module import MLPClassifier
+from src.hand.optim import HandOptimizer
 from tests.fakedata import write_fake_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def test_ddp_two_processes_with_adam_equal_the_straightforward_loop(tmp_path):
     assert ckpt["global_step"] == 4
 
     # the same split and standardization as the data module, then the straightforward loop
-    from src.data import MNISTDataModule
+    from src.data.mnist import MNISTDataModule
 
     dm = MNISTDataModule(data_dir=str(tmp_path / "data"), val_size=101, seed=0)
     dm.setup("fit")

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
-from src import functional as HF
+from src.hand import functional as HF
+from src.hand import fused as FF
 from tests.conftest import away_from_zero, randn
 
 TOL = dict(rtol=1e-12, atol=1e-12)
@@ -103,7 +104,7 @@ def test_feed_forward_gradcheck(activation, gen):
     x = randn(6, 5, gen=gen)
     params = [randn(4, 5, gen=gen), randn(4, gen=gen), randn(3, 4, gen=gen), randn(3, gen=gen),
               randn(2, 3, gen=gen), randn(2, gen=gen)]  # fmt: skip
-    assert gradcheck(lambda x, *p: HF.feed_forward(x, activation, list(p)), (x, *params))
+    assert gradcheck(lambda x, *p: FF.feed_forward(x, activation, list(p)), (x, *params))
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "identity"])
@@ -113,7 +114,7 @@ def test_feed_forward_equals_the_per_op_chain(activation, gen):
     params = [randn(6, 8, gen=gen), randn(6, gen=gen), randn(5, 6, gen=gen), randn(5, gen=gen),
               randn(3, 5, gen=gen), randn(3, gen=gen)]  # fmt: skip
     g = torch.randn(16, 3, generator=gen, dtype=torch.float64)
-    fused = HF.feed_forward(x, activation, params)
+    fused = FF.feed_forward(x, activation, params)
     h = x
     for i in range(0, 4, 2):
         h = HF.ACTIVATIONS[activation](HF.linear(h, params[i], params[i + 1]))
@@ -126,7 +127,7 @@ def test_feed_forward_equals_the_per_op_chain(activation, gen):
 def test_feed_forward_is_once_differentiable(gen):
     x = randn(4, 3, gen=gen)
     w, b = randn(2, 3, gen=gen), randn(2, gen=gen)
-    (gx,) = torch.autograd.grad(HF.feed_forward(x, "tanh", [w, b]).sum(), x, create_graph=True)
+    (gx,) = torch.autograd.grad(FF.feed_forward(x, "tanh", [w, b]).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="does not have a grad_fn"):  # once_differentiable: no graph again
         gx.sum().backward()
 
@@ -155,12 +156,12 @@ def test_feed_forward_with_a_workspace_equals_fresh_tensors(activation, gen):
     """Reused buffers give the same logits and gradients to the last bit, step after step, also
     when the batch size changes (the last, shorter batch of an epoch) and back."""
     params = _net(gen)
-    ws = HF.Workspace()
+    ws = FF.Workspace()
     for batch in (16, 16, 5, 16):
         x = torch.randn(batch, 8, generator=gen)
         g = torch.randn(batch, 3, generator=gen)
-        fresh = HF.feed_forward(x, activation, params)
-        reused = HF.feed_forward(x, activation, params, ws)
+        fresh = FF.feed_forward(x, activation, params)
+        reused = FF.feed_forward(x, activation, params, ws)
         assert torch.equal(fresh, reused)
         for a, b in zip(torch.autograd.grad(fresh, params, g), torch.autograd.grad(reused, params, g)):
             assert torch.equal(a, b)
@@ -171,12 +172,12 @@ def test_workspace_refuses_a_stale_backward(gen):
     """A second training forward overwrites the buffers the first one's backward needs: that
     backward raises instead of returning wrong gradients."""
     params = _net(gen)
-    ws = HF.Workspace()
-    loss = HF.feed_forward(torch.randn(4, 8, generator=gen), "sigmoid", params, ws).sum()
-    logits = HF.feed_forward(torch.randn(4, 8, generator=gen), "sigmoid", params, ws)
+    ws = FF.Workspace()
+    loss = FF.feed_forward(torch.randn(4, 8, generator=gen), "sigmoid", params, ws).sum()
+    logits = FF.feed_forward(torch.randn(4, 8, generator=gen), "sigmoid", params, ws)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):  # the saved h_l changed
         loss.backward()
-    HF.feed_forward(torch.randn(4, 8, generator=gen), "sigmoid", params, ws)
+    FF.feed_forward(torch.randn(4, 8, generator=gen), "sigmoid", params, ws)
     with pytest.raises(RuntimeError, match="modified inplace"):  # and the logits held since then too
         logits.sum()
 
@@ -184,7 +185,7 @@ def test_workspace_refuses_a_stale_backward(gen):
 def test_workspace_logits_are_not_the_buffer(gen):
     """The caller gets a view: the buffer itself never carries a graph."""
     params = _net(gen)
-    ws = HF.Workspace()
-    out = HF.feed_forward(torch.randn(4, 8, generator=gen), "tanh", params, ws)
+    ws = FF.Workspace()
+    out = FF.feed_forward(torch.randn(4, 8, generator=gen), "tanh", params, ws)
     assert out is not ws.logits and out.data_ptr() == ws.logits.data_ptr()
     assert ws.logits.grad_fn is None

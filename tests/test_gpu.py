@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.module import MLPClassifier
+from src.system.module import MLPClassifier
 from src.train import main
 from tests.fakedata import write_fake_mnist
 

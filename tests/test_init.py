@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from src.init import INITIALIZATIONS, ParameterInitializer
+from src.hand.init import INITIALIZATIONS, ParameterInitializer
 
 
 def _params(method, seed=0, sizes=(784, [500, 250, 100], 10)):

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
-from src import losses as L
-from src.functional import softmax
+from src.hand import losses as L
+from src.hand.functional import softmax
 from tests.conftest import away_from_zero, onehot, randn
 
 TOL = dict(rtol=1e-12, atol=1e-12)

@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from src.models import FeedForwardNet, SequentialNet
-from src.module import MLPClassifier
+from src.hand.nets import FeedForwardNet, SequentialNet
+from src.system.module import MLPClassifier
 
 ARCH = dict(inputs=12, hidden_layers=[9, 7, 5], outputs=4)
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -62,7 +62,7 @@ def test_same_logits_loss_and_gradients(setting):
 def test_same_parameters_after_20_steps(setting, optimizer, lr):
     systems = _pair(setting, optimizer, lr)
     opts = [s.configure_optimizers() for s in systems]
-    assert [type(o).__module__ for o in opts] == ["src.optim", f"torch.optim.{'sgd' if optimizer == 'gd' else 'adam'}"]
+    assert [type(o).__module__ for o in opts] == ["src.hand.optim", f"torch.optim.{'sgd' if optimizer == 'gd' else 'adam'}"]
     for step in range(20):
         batch = _batch(seed=step)
         for system, opt in zip(systems, opts):

@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from src.optim import GD, Adam
+from src.hand.optim import GD, Adam
 
 TOL = dict(rtol=1e-12, atol=1e-12)
 

@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 from torchvision import datasets
 from torchvision.transforms.functional import pil_to_tensor
 
-from src.images import load_folder, to_mnist
+from src.data.images import load_folder, to_mnist
 from src.train import main
 from tests.conftest import REAL_DATA, needs_real_mnist
 

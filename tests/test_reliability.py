@@ -20,12 +20,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from src.callbacks import ResumableModelCheckpoint, RNGStateCallback
-from src.checkpoints import AtomicCheckpointIO
+from src.system.callbacks import ResumableModelCheckpoint, RNGStateCallback
+from src.system.checkpoints import AtomicCheckpointIO
 from src.errors import ConfigError, DataError
-from src.idx import check_idx_file
-from src.data import load_split
-from src.module import MLPClassifier
+from src.data.idx import check_idx_file
+from src.data.mnist import load_split
+from src.system.module import MLPClassifier
 from src.train import main
 from tests.fakedata import idx_bytes, write_fake_mnist
 
@@ -58,7 +58,7 @@ BAD_VALUES = [
     (["--model.regularization", "l3"], "'l3' is not allowed; allowed: 'none'"),
     (["--model.implementation", "numpy"], "'numpy' is not allowed; allowed: 'custom'"),
     (["--data.dataset", "CIFAR10"], "'CIFAR10' is not allowed; allowed: 'MNIST'"),
-    # ranges: the signatures' types (src.checks), named by the parser
+    # ranges: the signatures' types (src.system.config), named by the parser
     (["--model.lr", "0"], "--model.lr: 0 is not allowed; it must be > 0 and finite"),
     (["--model.lr", "-0.1"], "--model.lr: -0.1 is not allowed; it must be > 0 and finite"),
     (["--model.lr", "inf"], "--model.lr: inf is not allowed; it must be > 0 and finite"),

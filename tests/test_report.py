@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from src.metrics import build_report, format_report, report_metrics
-from src.figures import DPI, FIGSIZE
-from src.report import latest_runs, main as report_main, read_run
+from src.system.metrics import build_report, format_report, report_metrics
+from src.instruments.figures import DPI, FIGSIZE
+from src.instruments.results import latest_runs, read_run
+from src.report import main as report_main
 from src.train import main as train_main
 from tests.fakedata import write_fake_mnist
 

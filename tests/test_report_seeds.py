@@ -6,7 +6,8 @@ import statistics
 import pytest
 import torch
 
-from src.report import latest_runs_per_seed, main as report_main
+from src.instruments.results import latest_runs_per_seed
+from src.report import main as report_main
 
 from tests.fakedata import write_fake_mnist
 

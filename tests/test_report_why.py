@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from src.report import main as report_main
-from src.report_why import read_diagnostics
+from src.instruments.why import read_diagnostics
 from src.train import main as train_main
 from tests.fakedata import write_fake_mnist
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from src.data import MNISTDataModule
+from src.data.mnist import MNISTDataModule
 from src.train import RunLogger, main
 from tests.conftest import REAL_DATA, needs_real_mnist
 from tests.fakedata import idx_bytes, write_fake_mnist
@@ -70,7 +70,7 @@ def _folders(root: Path) -> list[str]:
 CLAIM = """
 import sys, time
 from pathlib import Path
-from src.files import claim_run_dir
+from src.system.runs import claim_run_dir
 go = Path(sys.argv[1]) / "go"
 while not go.exists():  # every process claims at the same moment
     time.sleep(0.001)

@@ -4,7 +4,10 @@ import textwrap
 
 import pytest
 
-from src import verify as V
+from src import verify
+from src.instruments import verification as V
+from src.instruments.custom_function import check_user_function
+from src.instruments.mutants import run_mutants
 
 @pytest.fixture(scope="module")
 def rows():
@@ -28,18 +31,18 @@ def test_verify_lists_every_piece_and_all_pass(rows):
 
 
 def test_verify_cli_exit_status(capsys, monkeypatch, rows):
-    monkeypatch.setattr(V, "verify_all", lambda: rows)  # the rows are computed once for the module
-    assert V.main([]) == 0
+    monkeypatch.setattr(verify, "verify_all", lambda: rows)  # the rows are computed once for the module
+    assert verify.main([]) == 0
     out = capsys.readouterr().out
     assert f"{len(rows)} of {len(rows)} pieces pass" in out and "gradgradcheck" in out and "FAIL" not in out
     broken = [*rows[:-1], V.Row("broken", {"fp64": V.Cell(False, "1e+00", "ratio ≈ −1: a flipped sign")})]
-    monkeypatch.setattr(V, "verify_all", lambda: broken)
-    assert V.main([]) == 1
+    monkeypatch.setattr(verify, "verify_all", lambda: broken)
+    assert verify.main([]) == 1
     assert "↳ max|Δ| fp64: ratio ≈ −1: a flipped sign" in capsys.readouterr().out
 
 
 def test_every_mutant_is_caught_with_the_right_hint(capsys):
-    results = V.run_mutants()
+    results = run_mutants()
     survivors = [(bug, piece) for bug, piece, row in results if row.passed]
     assert survivors == []
     hints = {(piece, bug): " ".join(row.hints()) for bug, piece, row in results}
@@ -97,20 +100,20 @@ def user_module(tmp_path, monkeypatch):
 
 
 def test_user_function_correct_is_accepted(user_module, capsys):
-    assert V.main(["--function", f"{user_module}:GoodLinear", "--shapes", "6x5", "3x5", "3",
+    assert verify.main(["--function", f"{user_module}:GoodLinear", "--shapes", "6x5", "3x5", "3",
                    "--reference", f"{user_module}:reference"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "verdict: PASS" in out
 
 
 def test_user_function_large_shapes_use_projections(user_module):
-    row, verdict = V.check_user_function(f"{user_module}:MeanBiasLinear", ["64x784", "50x784", "50"])
+    row, verdict = check_user_function(f"{user_module}:MeanBiasLinear", ["64x784", "50x784", "50"])
     assert verdict.startswith("FAIL") and row.cells["gradcheck"].text == "fast"
     assert "ratio ≈ 1/64" in row.cells["gradcheck"].hint
 
 
 def test_user_function_wrong_is_rejected_with_hint(user_module, capsys):
-    assert V.main(["--function", f"{user_module}:MeanBiasLinear", "--shapes", "6x5", "3x5", "3"]) == 1
+    assert verify.main(["--function", f"{user_module}:MeanBiasLinear", "--shapes", "6x5", "3x5", "3"]) == 1
     out = capsys.readouterr().out
     assert "verdict: FAIL" in out and "ratio ≈ 1/6" in out
 
@@ -127,7 +130,7 @@ def test_user_function_wrong_is_rejected_with_hint(user_module, capsys):
     ],
 )
 def test_user_function_bad_input_is_one_line(user_module, capsys, args, message):
-    assert V.main([a.format(m=user_module) for a in args]) == 2
+    assert verify.main([a.format(m=user_module) for a in args]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
@@ -138,6 +141,6 @@ def test_verify_needs_no_lightning():
     import subprocess
     import sys
 
-    code = "import sys; sys.modules['lightning'] = None; sys.modules['lightning.pytorch'] = None; import src.verify"
-    result = subprocess.run([sys.executable, "-c", code], cwd=V.__file__.rsplit("/src/", 1)[0], capture_output=True)
+    code = "import sys; sys.modules['lightning'] = None; sys.modules['lightning.pytorch'] = None; import src.verify, src.hand"
+    result = subprocess.run([sys.executable, "-c", code], cwd=verify.__file__.rsplit("/src/", 1)[0], capture_output=True)
     assert result.returncode == 0, result.stderr.decode()

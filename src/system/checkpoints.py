@@ -20,8 +20,8 @@ import torch
 import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from .checks import config_files
-from .errors import ConfigError
+from .config import config_files
+from ..errors import ConfigError
 
 __all__ = ["AtomicCheckpointIO", "check_state_shapes", "checkpoint_conflicts", "explicit_keys", "completed_epochs"]
 

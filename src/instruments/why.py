@@ -3,7 +3,7 @@
 :func:`write_why` is called by :func:`src.report.write_report`; it adds to ``REPORT.md``
 
 * ``val_accuracy.png``: every run's validation accuracy per epoch on the same axes;
-* ``why_activations.png``: the gradient-flow diagnostics of :mod:`src.diagnostics` side by side for
+* ``why_activations.png``: the gradient-flow diagnostics of :mod:`src.instruments.diagnostics` side by side for
   sigmoid, tanh and ReLU (per-layer ‖∂L/∂h_l‖ through epoch 1, the saturated or dead fraction
   per epoch, the update:data ratio per epoch), with a table of the key numbers and sentences
   that read them.
@@ -180,7 +180,7 @@ def write_why(runs_by_name: dict[str, Path], out_dir: Path, save_png) -> list[st
     md += [
         f"Runs: {', '.join(f'`{runs_by_name[n]}`' for n in chosen)}"
         + (" (the course report's settings: one learning rate, 0.01, for all three, so only the activation differs)." if same_lr else "."),
-        "Measured by `src.diagnostics.GradientFlowDiagnostics` on a fixed probe batch (the first 256 validation "
+        "Measured by `src.instruments.diagnostics.GradientFlowDiagnostics` on a fixed probe batch (the first 256 validation "
         "images) before training, a few times in epoch 1 and after every epoch; layer 1 is the "
         "first hidden layer, the last layer the output (its h is the logits).",
         "",

@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import OutputError
+from ..errors import OutputError
 
 __all__ = [
     "LOG_ROOT", "claim_run_dir", "discard_unfinished", "forget_claims", "write_text_atomic", "write_json_atomic",

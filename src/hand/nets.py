@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as HF
+from . import fused as FF
 from .checks import check_choice
 from .dropout import MaskStream, check_dropout, dropout as hand_dropout, dropout_mask
 from .init import ParameterInitializer
@@ -53,7 +54,7 @@ def _size(n: float) -> str:
 def _check_sizes(inputs: int, hidden_layers: Sequence[int], outputs: int, dtype: torch.dtype) -> list[int]:
     """At least one hidden layer, and a net that fits in memory (checked before anything is allocated).
 
-    That every size is a positive integer is :class:`~src.init.ParameterInitializer`'s rule.
+    That every size is a positive integer is :class:`~src.hand.init.ParameterInitializer`'s rule.
     """
     sizes = [inputs, *hidden_layers, outputs]
     if not hidden_layers:
@@ -91,20 +92,20 @@ def _initial_parameters(
 
 
 class FeedForwardNet(nn.Module):
-    """A fully connected net built only from the hand-derived Functions of :mod:`src.functional`.
+    """A fully connected net built only from the hand-derived Functions of :mod:`src.hand.functional`.
 
     Parameters are ``W1, b1, …, W{L+1}, b{L+1}`` as in the course report, ``W_i`` shaped
     ``(fan_out, fan_in)``.  Nothing on the path from input to loss uses an
     autograd-derived gradient.
 
-    ``fused`` (the default) computes the logits with :class:`~src.functional.FeedForward`,
-    the whole net in one node; ``fused=False`` chains :func:`~src.functional.linear` and the
+    ``fused`` (the default) computes the logits with :class:`~src.hand.functional.FeedForward`,
+    the whole net in one node; ``fused=False`` chains :func:`~src.hand.functional.linear` and the
     activation Function per layer.  Both give the same numbers (tests check it); the fused
     node is faster (BENCHMARKS.md), the chain shows each op's node in the graph.
 
-    ``dropout`` ``p`` (0 ≤ p < 1) applies inverted dropout (:mod:`src.dropout`) to every hidden
+    ``dropout`` ``p`` (0 ≤ p < 1) applies inverted dropout (:mod:`src.hand.dropout`) to every hidden
     layer's output in training mode; its masks come from ``self.masks``, a
-    :class:`~src.dropout.MaskStream` seeded with ``dropout_seed`` (the LightningModule checkpoints it).
+    :class:`~src.hand.dropout.MaskStream` seeded with ``dropout_seed`` (the LightningModule checkpoints it).
     ``input_dropout`` does the same to the input pixels (its mask drawn first).
     """
 
@@ -140,8 +141,8 @@ class FeedForwardNet(nn.Module):
         self._names = list(params)  # W1, b1, …: in the order FeedForward takes them
         #: the fused node's buffers, reused from one training step to the next; ``None`` (fresh
         #: tensors every call) unless a training loop that runs one forward per backward sets one
-        #: (:class:`~src.module.MLPClassifier` does during ``fit``)
-        self.workspace: HF.Workspace | None = None
+        #: (:class:`~src.system.module.MLPClassifier` does during ``fit``)
+        self.workspace: FF.Workspace | None = None
 
     def layers(self) -> list[tuple[Tensor, Tensor]]:
         return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.num_layers + 1)]
@@ -161,7 +162,7 @@ class FeedForwardNet(nn.Module):
             if drop:  # (batch, hidden) per hidden layer, drawn in layer order like the per-op chain below
                 gen = self.masks.generator(x.device)
                 masks = [dropout_mask(x.new_empty(len(x), w.shape[0]), drop, gen) for w in params[:-2:2]]
-            return HF.feed_forward(x, self.activation, params, workspace, masks)
+            return FF.feed_forward(x, self.activation, params, workspace, masks)
         layers = self.layers()
         gen = self.masks.generator(x.device) if drop else None
         for w, b in layers[:-1]:
@@ -198,7 +199,7 @@ class SequentialNet(nn.Module):
     ``self.net`` is a plain ``nn.Sequential`` ending with the output activation, with an
     ``nn.Dropout`` after each hidden activation when ``dropout`` > 0 (global random stream);
     ``logits`` runs all but that last module.  The weights are copied from the
-    same :class:`~src.init.ParameterInitializer` draw as :class:`FeedForwardNet`.
+    same :class:`~src.hand.init.ParameterInitializer` draw as :class:`FeedForwardNet`.
     """
 
     def __init__(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["check_idx_file", "check_split_files", "count_train_images", "MNIST_SHA256", "IMAGE_SIZE"]
 

@@ -15,7 +15,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
-from .metrics import format_report
+from ..system.metrics import format_report
 
 __all__ = ["FIGSIZE", "DPI", "loss_figure", "confusion_figure", "save_png", "log_to_tensorboard"]
 

@@ -112,7 +112,7 @@ class GD(HandOptimizer):
         θ ← θ − η ∇θ L
 
     Equal to ``torch.optim.SGD(params, lr)`` with no momentum and no weight decay
-    (weight penalties live in the loss, see :mod:`src.losses`).
+    (weight penalties live in the loss, see :mod:`src.hand.losses`).
     """
 
     def __init__(self, params: Iterable, lr: float = 0.1) -> None:

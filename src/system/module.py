@@ -1,13 +1,13 @@
 """The LightningModule: one system owning the network, loss, optimizer, metrics and logging.
 
-The network itself is a plain ``nn.Module`` (:mod:`src.models`); this module
+The network itself is a plain ``nn.Module`` (:mod:`src.hand.nets`); this module
 picks the custom net or its ``nn.Sequential`` twin, and for each the matching
 loss and optimizer:
 
 ==============  ======================================  ==============================
 implementation  loss                                    optimizer
 ==============  ======================================  ==============================
-custom          :mod:`src.losses` (hand-derived)        :mod:`src.optim` GD / Adam
+custom          :mod:`src.hand.losses` (hand-derived)        :mod:`src.hand.optim` GD / Adam
 sequential      ``torch.nn.functional`` + autograd      ``torch.optim`` SGD / Adam
 ==============  ======================================  ==============================
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from typing import Literal, NoReturn, Optional
+from typing import Literal, NoReturn
 
 import lightning.pytorch as pl
 import torch
@@ -32,14 +32,15 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from . import losses as HL
+from ..hand import losses as HL
 from .checkpoints import check_state_shapes
-from .checks import FiniteNonNegativeFloat, FinitePositiveFloat, UnitIntervalCO, check_choice
-from .errors import DivergenceError
-from .functional import Workspace
+from ..hand.checks import check_choice
+from ..ranges import FiniteNonNegativeFloat, FinitePositiveFloat, UnitIntervalCO
+from ..errors import DivergenceError
+from ..hand.fused import Workspace
 from .metrics import build_report, report_metrics
-from .models import FeedForwardNet, SequentialNet
-from .optim import OPTIMIZERS, HandOptimizer
+from ..hand.nets import FeedForwardNet, SequentialNet
+from ..hand.optim import OPTIMIZERS, HandOptimizer
 
 __all__ = ["MLPClassifier"]
 
@@ -52,7 +53,7 @@ DROPOUT_SEED_OFFSET = 0x0D80_0D80
 class MLPClassifier(pl.LightningModule):
     """A 784-…-10 perceptron for MNIST with hand-derived gradients (or its torch twin).
 
-    The ranges are the signature's types (:mod:`src.checks`), which the CLI enforces while
+    The ranges are the signature's types (:mod:`src.system.config`), which the CLI enforces while
     parsing; the optimizers and losses check their own values when built from Python.
 
     Args:
@@ -75,7 +76,7 @@ class MLPClassifier(pl.LightningModule):
         inputs: input features (784 for 28×28 images).
         outputs: classes.
         dropout: inverted dropout's drop probability ``p`` on every hidden layer in training
-            (0 ≤ p < 1; 0 = off), :mod:`src.dropout` (the twin: ``nn.Dropout``).  The custom
+            (0 ≤ p < 1; 0 = off), :mod:`src.hand.dropout` (the twin: ``nn.Dropout``).  The custom
             net's masks come from their own generator, seeded from the run's seed and saved in
             every checkpoint, so a resumed run draws the same masks.
         input_dropout: the same on the input pixels (0 ≤ p < 1; 0 = off).

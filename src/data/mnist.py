@@ -34,17 +34,16 @@ from jsonargparse.typing import PositiveInt
 from torchvision import datasets
 
 from .augment import BatchAugment, check_augment
-from .checks import FiniteNonNegativeFloat, FinitePositiveFloat, HalfTurnDegrees, UnitIntervalCO, check_val_size
-from .errors import DataError
-from .idx import check_split_files
+from ..ranges import FiniteNonNegativeFloat, FinitePositiveFloat, HalfTurnDegrees, UnitIntervalCO
+from ..errors import ConfigError, DataError
+from .idx import NUM_CLASSES, check_split_files
 from .images import load_folder
 
 __all__ = [
-    "MNISTDataModule", "TensorBatches", "DATASETS", "prepare_raw_files", "check_files", "ensure_split", "load_split",
+    "MNISTDataModule", "TensorBatches", "DATASETS", "prepare_raw_files", "check_files", "ensure_split", "load_split", "check_val_size",
 ]  # fmt: skip
 
 DATASETS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST, "KMNIST": datasets.KMNIST}
-NUM_CLASSES = 10
 TRAIN_SIZE = 60_000
 
 
@@ -85,7 +84,7 @@ def ensure_split(data_dir: str | Path, dataset: str, train: bool) -> None:
     try:
         if not have_files:
             cls(str(data_dir), train=train, download=True)
-        # header, length, image size, labels, checksum (src.idx), before torchvision reads
+        # header, length, image size, labels, checksum (src.data.idx), before torchvision reads
         check_split_files(raw, tuple(names), dataset)
     except DataError:
         raise
@@ -204,7 +203,7 @@ class MNISTDataModule(pl.LightningDataModule):
             training image leaks into validation whatever the command line's seed.
         predict_dir: folder of digit images (PNG, JPEG, … any format PIL reads) for ``predict``.
         augment: deform every training batch (never validation, test or predict batches) with a
-            random affine map per image (:mod:`src.augment`): rotation uniform in
+            random affine map per image (:mod:`src.data.augment`): rotation uniform in
             ``±augment_degrees``, shift in ``±augment_translate`` × 28 pixels (whole pixels),
             zoom uniform in ``augment_scale``, plus torchvision's elastic field when
             ``augment_elastic_alpha`` > 0 (``augment_elastic_sigma`` its smoothness).  The draws
@@ -335,7 +334,7 @@ class MNISTDataModule(pl.LightningDataModule):
         return self._batches(split, self.eval_batch_size, shuffle=False)
 
     def setup_predict(self) -> None:
-        """Read ``predict_dir``'s images in MNIST's format (:mod:`src.images`), warning of each skipped file."""
+        """Read ``predict_dir``'s images in MNIST's format (:mod:`src.data.images`), warning of each skipped file."""
         try:
             self.predict_names, self.predict_pixels, problems = load_folder(self.predict_dir)
         except ValueError as err:  # no such folder, or not one usable image in it: the message names it
@@ -366,3 +365,12 @@ class MNISTDataModule(pl.LightningDataModule):
         self._seed, self.val_size = seed, val_size
         if self.splits and self._split_of != (seed, val_size):
             self._split(seed, val_size, self.mean, self.std)
+
+
+def check_val_size(val_size: int, n_train: int, dataset: str) -> None:
+    """The validation split must leave at least one training image."""
+    if not 0 < val_size < n_train:
+        raise ConfigError(
+            f"--data.val_size={val_size!r} is not allowed; it must be > 0 and smaller than the "
+            f"{n_train} training images of {dataset}"
+        )

@@ -30,8 +30,8 @@ L is the training loss (data loss plus weight penalty) on the probe batch, a mea
 images, so the norms are those of one batch-mean gradient of ``probe_size`` images.
 
 It never changes training: the gradients come from :func:`torch.autograd.grad` on a separate
-per-op graph (:func:`~src.functional.linear` and the activation Functions, the ``fused=False``
-path of :class:`~src.models.FeedForwardNet`, whatever path the training net takes), so no
+per-op graph (:func:`~src.hand.functional.linear` and the activation Functions, the ``fused=False``
+path of :class:`~src.hand.nets.FeedForwardNet`, whatever path the training net takes), so no
 parameter's ``.grad`` is touched; it draws no random numbers and keeps no state in checkpoints.
 Its own time is kept in :attr:`GradientFlowDiagnostics.seconds` (BENCHMARKS.md: under 2 % of an
 epoch).
@@ -48,7 +48,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from . import functional as HF
+from ..hand import functional as HF
 
 __all__ = ["GradientFlowDiagnostics", "probe_diagnostics", "SATURATION", "EPOCH1_FRACTIONS"]
 

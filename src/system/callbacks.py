@@ -5,7 +5,7 @@
   comparing with the interrupted run's best checkpoint, so it picks the same best checkpoint as an
   uninterrupted run.
 
-Checkpoints are written and read by :class:`src.checkpoints.AtomicCheckpointIO`.
+Checkpoints are written and read by :class:`src.system.checkpoints.AtomicCheckpointIO`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     python -m src.train predict --config configs/relu.yaml \\
         --ckpt_path lightning_logs/relu/version_0/checkpoints/best-epoch14.ckpt --data.predict_dir my_digits/
 
-The images are read and converted to MNIST's format by :mod:`src.images` (through
+The images are read and converted to MNIST's format by :mod:`src.data.images` (through
 ``MNISTDataModule.setup("predict")``) and standardized with the training split's mean and
 std, which the checkpoint carries; :class:`PredictionWriter` (a Lightning
 ``BasePredictionWriter``, always on) writes them with :func:`write_predictions`.
@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from .files import write_text_atomic
+from .runs import write_text_atomic
 
 __all__ = ["PredictionWriter", "write_predictions", "format_predictions"]
 

@@ -1,58 +1,34 @@
-"""The configuration's rules: the ranges as types, the names as choices, and the rules between groups.
+"""The configuration's rules between groups, checked on the parsed CLI configuration before anything is built or written.
 
-* Ranges are declared in the signatures with these types (jsonargparse checks them while parsing
-  and names the value): :data:`FinitePositiveFloat` (lr, eps), :data:`FiniteNonNegativeFloat`
-  (alpha), :data:`UnitIntervalCO` (Adam's betas, dropout, the augmentation's shift),
-  :data:`HalfTurnDegrees` (the augmentation's rotation), ``PositiveInt`` (sizes);
-* :func:`check_choice` — a name among the allowed ones, for code that builds classes from Python;
-* :func:`check_config` — the rules that relate the model, the data, the trainer and the run
-  folder, on the parsed CLI configuration before anything is built or written.
-
-A rule between two fields of one class lives in that class (``MLPClassifier``: cross-entropy needs
-probabilities); checkpoint rules live in :mod:`src.checkpoints`.
+:func:`check_config` relates the model, the data, the trainer and the run folder; the numeric ranges
+are types in the signatures (:mod:`src.ranges`), the names are ``Literal`` choices.  A rule between two
+fields of one class lives in that class (``MLPClassifier``: cross-entropy needs probabilities);
+checkpoint rules live in :mod:`src.system.checkpoints`.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-from jsonargparse.typing import restricted_number_type
 
-from .errors import ConfigError
-from .idx import IMAGE_SIZE, count_train_images
+from ..errors import ConfigError
+from ..data.idx import IMAGE_SIZE, NUM_CLASSES, count_train_images
+from ..data.mnist import check_val_size
 
 __all__ = [
-    "FinitePositiveFloat",
-    "FiniteNonNegativeFloat",
-    "UnitIntervalCO",
-    "HalfTurnDegrees",
-    "check_choice",
     "check_config",
     "check_config_files",
     "check_experiment_name",
     "config_files",
-    "check_val_size",
     "NEEDS_CHECKPOINT",
 ]
 
-FinitePositiveFloat = restricted_number_type("FinitePositiveFloat", float, [(">", 0), ("<", math.inf)])
-FiniteNonNegativeFloat = restricted_number_type("FiniteNonNegativeFloat", float, [(">=", 0), ("<", math.inf)])
-UnitIntervalCO = restricted_number_type("UnitIntervalCO", float, [(">=", 0), ("<", 1)])  # [0, 1)
-HalfTurnDegrees = restricted_number_type("HalfTurnDegrees", float, [(">=", 0), ("<=", 180)])  # [0, 180]
-
 #: subcommands that evaluate trained weights: without --ckpt_path they would use random ones
 NEEDS_CHECKPOINT = ("validate", "test", "predict")
-NUM_CLASSES = 10
 MAX_SEED = 2**32 - 1  # NumPy's seeds, which seed_everything sets too
-
-
-def check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
-    """``ValueError`` naming ``value`` and the allowed names unless ``value`` is one of them."""
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(map(repr, allowed))}")
 
 
 def _get(ns: Any, key: str, default: Any = None) -> Any:
@@ -113,7 +89,7 @@ def check_config(cfg: Any, subcommand: str | None = None) -> None:
     if data is not None:  # the augmentation's ranges are types; its scale must also be [low, high]
         augment = [_get(data, f"augment_{k}") for k in ("degrees", "translate", "scale", "elastic_alpha", "elastic_sigma")]
         if all(v is not None for v in augment):
-            from .augment import check_augment  # torchvision: imported only here
+            from ..data.augment import check_augment  # torchvision: imported only here
 
             try:
                 check_augment(*augment)
@@ -163,12 +139,3 @@ def check_config_files(argv: list[str]) -> None:
     for path in config_files(argv):
         if Path(path).is_file() and not Path(path).read_text().strip():
             raise ConfigError(f"--config {path}: the file is empty; give at least one key, e.g. 'model: {{lr: 0.1}}'")
-
-
-def check_val_size(val_size: int, n_train: int, dataset: str) -> None:
-    """The validation split must leave at least one training image."""
-    if not 0 < val_size < n_train:
-        raise ConfigError(
-            f"--data.val_size={val_size!r} is not allowed; it must be > 0 and smaller than the "
-            f"{n_train} training images of {dataset}"
-        )

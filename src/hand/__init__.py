@@ -1,0 +1,14 @@
+"""The hand-derived math: every gradient written by hand, nothing but torch imported.
+
+Reading order:
+
+1. :mod:`~src.hand.functional` — the affine layer and the activations as ``torch.autograd.Function``
+   (each derivative beside its forward);
+2. :mod:`~src.hand.losses` — MSE, cross-entropy (and the fused softmax cross-entropy), L1/L2;
+3. :mod:`~src.hand.nets` — ``FeedForwardNet``, the course report's net as a chain of those
+   Functions, and its ``nn.Sequential`` twin;
+4. :mod:`~src.hand.optim` — gradient descent and Adam as ``torch.optim.Optimizer`` subclasses;
+5. :mod:`~src.hand.dropout` and :mod:`~src.hand.init` — inverted dropout, the initializers;
+6. :mod:`~src.hand.fused` — an optimization: the whole net in one autograd node with buffers
+   reused between steps, equal to the chain of step 3 to the last bit (``tests/test_fast_path.py``).
+"""

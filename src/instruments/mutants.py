@@ -1,0 +1,145 @@
+"""Mutants: the Functions and optimizers with one classic backward bug each, planted in memory (``python -m src.verify --mutants``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..hand import functional as HF
+from ..hand import fused as FF
+from ..hand import losses as HL
+from ..hand import optim as HO
+
+from .verification import FunctionSpec, Row, SIZES, SPECS, _ff_extras, check_function, check_optimizer
+
+__all__ = ["MUTANTS", "run_mutants"]
+
+
+# ------------------------------------------------------------------ mutants
+def _wrap(base: type, name: str, transform: Callable[[Any, tuple], tuple]) -> type:
+    """A subclass of ``base`` whose backward is ``transform(ctx, base's gradients)`` (the bug)."""
+
+    def setup_context(ctx, inputs, output):
+        base.setup_context(ctx, inputs, output)
+        ctx.mutant_inputs = [tuple(x.shape) if isinstance(x, Tensor) else None for x in inputs]
+
+    def backward(ctx, *grads):
+        out = base.backward(ctx, *grads)
+        out = out if isinstance(out, tuple) else (out,)
+        res = transform(ctx, out)
+        return res if len(res) > 1 else res[0]
+
+    return type(name, (base,), {"setup_context": staticmethod(setup_context), "backward": staticmethod(backward)})
+
+
+def _replace(base: type, name: str, backward: Callable, save: Callable) -> type:
+    """A subclass of ``base`` with the same forward, its own ``setup_context`` (``save``) and buggy ``backward``."""
+    return type(name, (base,), {"setup_context": staticmethod(save), "backward": staticmethod(backward)})
+
+
+def _map(fn: Callable[[Tensor], Tensor], which: Optional[Sequence[int]] = None):
+    def transform(ctx, grads):
+        return tuple(g if g is None or (which is not None and i not in which) else fn(g, ctx) for i, g in enumerate(grads))
+
+    return transform
+
+
+def _save_input(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _save_output(ctx, inputs, output):
+    ctx.save_for_backward(output)
+
+
+def _batch_scale(g: Tensor, ctx) -> Tensor:
+    return g * ctx.mutant_inputs[0][0]
+
+
+def _numel_scale(g: Tensor, ctx) -> Tensor:
+    return g * math.prod(ctx.mutant_inputs[0])
+
+
+class _SumGD(HO.GD):
+    """GD with a flipped sign: θ ← θ + η g (ascends the loss)."""
+
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        torch._foreach_add_(params, grads, alpha=group["lr"])  # the bug: + where − belongs
+
+
+class _NoBiasCorrectionAdam(HO.Adam):
+    """Adam without bias correction: θ ← θ − η m / (√v + ε), m and v not divided by 1 − βᵗ."""
+
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        b1, b2 = group["betas"]
+        for p, g in zip(params, grads):
+            st = self.state[p]
+            if not st:
+                st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            st["m"].mul_(b1).add_(g, alpha=1 - b1)
+            st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(st["m"], st["v"].sqrt().add_(group["eps"]), value=-group["lr"])  # the bug: no m̂, v̂
+
+
+def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
+    """``(bug, piece, run)``: each planted bug, the piece it goes into, and the checks of that piece on it."""
+    spec = {s.cls.__name__ if not s.name.startswith("FeedForward") else s.name: s for s in SPECS}
+    wsp = {a: spec.get(f"FeedForward ({a}, one node, workspace)", spec[f"FeedForward ({a}, one node)"]) for a in ("sigmoid", "relu")}
+    ff = {a: spec[f"FeedForward ({a}, one node)"] for a in ("sigmoid", "tanh", "relu")}
+
+    def fn(s: FunctionSpec, cls: type) -> Callable[[], Row]:
+        return lambda: check_function(s, cls)
+
+    neg = _map(lambda g, ctx: -g)
+    transpose_w = _map(lambda g, ctx: g.t(), which=[1])
+    # FeedForward's gradients: (x, activation, [workspace,] W1, b1, W2, b2, …): transpose every weight's
+    first = 1 + len(_ff_extras(FF.FeedForward, "tanh", None))
+    feed_forward_transpose = _map(lambda g, ctx: g.t(), which=range(first, first + 2 * len(SIZES), 2))
+    times2 = _map(lambda g, ctx: 2 * g)
+    return [
+        ("flipped sign (∂L/∂x = −g W)", "Linear",
+         fn(spec["Linear"], _wrap(HF.Linear, "FlippedLinear", _map(lambda g, ctx: -g, which=[0])))),
+        ("dropped transpose (∂L/∂W = xᵀ g, not gᵀ x)", "Linear",
+         fn(spec["Linear"], _wrap(HF.Linear, "UntransposedLinear", transpose_w))),
+        ("flipped sign", "Sigmoid", fn(spec["Sigmoid"], _wrap(HF.Sigmoid, "FlippedSigmoid", neg))),
+        ("σ(1+σ) for σ(1−σ)", "Sigmoid",
+         fn(spec["Sigmoid"], _replace(HF.Sigmoid, "PlusSigmoid", lambda ctx, g: g * ctx.saved_tensors[0] * (1 + ctx.saved_tensors[0]), _save_output))),
+        ("output formula on the input: x(1−x), where σ(x)(1−σ(x)) belongs", "Sigmoid",
+         fn(spec["Sigmoid"], _replace(HF.Sigmoid, "InputSigmoid", lambda ctx, g: g * ctx.saved_tensors[0] * (1 - ctx.saved_tensors[0]), _save_input))),
+        ("output formula on the input: 1−x², where 1−tanh²(x) belongs", "Tanh",
+         fn(spec["Tanh"], _replace(HF.Tanh, "InputTanh", lambda ctx, g: g * (1 - ctx.saved_tensors[0] ** 2), _save_input))),
+        ("input formula on the output: σ(y)(1−σ(y)) of the saved y = σ(x)", "Sigmoid",
+         fn(spec["Sigmoid"], _replace(HF.Sigmoid, "TwiceSigmoid", lambda ctx, g: g * torch.sigmoid(ctx.saved_tensors[0]) * (1 - torch.sigmoid(ctx.saved_tensors[0])), _save_output))),
+        ("ReLU′(0) = 1 (x ≥ 0 for x > 0)", "ReLU",
+         fn(spec["ReLU"], _replace(HF.ReLU, "KinkReLU", lambda ctx, g: g * (ctx.saved_tensors[0] >= 0), _save_input))),
+        ("flipped sign", "Softmax", fn(spec["Softmax"], _wrap(HF.Softmax, "FlippedSoftmax", neg))),
+        ("sum for mean (no 1/N)", "MSELoss", fn(spec["MSELoss"], _wrap(HL.MSELoss, "SumMSE", _map(_numel_scale)))),
+        ("missing ½ of the 2 (∂L/∂p = (p−t)/N)", "MSELoss",
+         fn(spec["MSELoss"], _wrap(HL.MSELoss, "HalfMSE", _map(lambda g, ctx: g / 2)))),
+        ("flipped sign", "CrossEntropy", fn(spec["CrossEntropy"], _wrap(HL.CrossEntropy, "FlippedCE", neg))),
+        ("sum for mean (no 1/B)", "SoftmaxCrossEntropy",
+         fn(spec["SoftmaxCrossEntropy"], _wrap(HL.SoftmaxCrossEntropy, "SumSoftmaxCE", _map(_batch_scale)))),
+        ("missing ½ (∂P/∂W = 2αW)", "L2Penalty", fn(spec["L2Penalty"], _wrap(HL.L2Penalty, "NoHalfL2", times2))),
+        ("sign(0) = 1 at the kink", "L1Penalty",
+         fn(spec["L1Penalty"], _replace(HL.L1Penalty, "KinkL1",
+            lambda ctx, g: (None, *(torch.where(w >= 0, 1.0, -1.0).to(w.dtype) * g * ctx.alpha for w in ctx.saved_tensors)),
+            lambda ctx, inputs, output: (setattr(ctx, "alpha", inputs[0]), ctx.save_for_backward(*inputs[1:]))))),
+        ("flipped sign", "FeedForward (sigmoid, workspace)", fn(wsp["sigmoid"], _wrap(FF.FeedForward, "FlippedFeedForward", neg))),
+        ("dropped transpose (every ∂L/∂W_l transposed)", "FeedForward (tanh)",
+         fn(ff["tanh"], _wrap(FF.FeedForward, "UntransposedFeedForward", feed_forward_transpose))),
+        ("missing ½ (every gradient doubled)", "FeedForward (relu, workspace)",
+         fn(wsp["relu"], _wrap(FF.FeedForward, "DoubledFeedForward", times2))),
+        ("flipped sign (θ ← θ + η g)", "GD", lambda: check_optimizer("GD", _SumGD)),
+        ("no bias correction", "Adam", lambda: check_optimizer("Adam", _NoBiasCorrectionAdam)),
+    ]  # fmt: skip
+
+
+MUTANTS = _mutants()
+
+
+def run_mutants() -> list[tuple[str, str, Row]]:
+    """Every planted bug with the row of checks run on it; a bug survives when its row passes."""
+    return [(bug, piece, run()) for bug, piece, run in MUTANTS]
