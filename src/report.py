@@ -13,9 +13,17 @@ tracked ``reports/REPORT.md``; anything else writes ``lightning_logs/report/REPO
 Beside ``REPORT.md``, per experiment, ``<experiment>_loss.png`` (train and
 validation loss per epoch) and ``<experiment>_confusion.png`` (test confusion matrix).  A run is
 finished when its folder holds ``results.json`` (written by ``python -m src.train fit``); the
-per-epoch losses come from its TensorBoard events (``train/loss_epoch``, ``val/loss``).
+per-epoch losses come from its TensorBoard events (``train/loss_epoch``, ``val/loss``).  A run
+resumed with ``--ckpt_path`` is reported whole: its loss curve starts at the first epoch of the
+run it continues, and its wall time adds up the processes.
 When an experiment has runs of several seeds, the report opens with their mean ± standard
 deviation (sample std, n − 1) and shows the figures of its lowest seed's run.
+
+This file is the command: its arguments, training the configs for ``--run``, which runs to report
+and where the report goes.  The report's pieces are in ``src/instruments/``: ``results.py`` (a run
+read from its folder, a resumed run's earlier folders, the tables, ``REPORT.md``), ``figures.py``
+(the loss and confusion figures), ``why.py`` (the validation-accuracy figure and "why the
+activations differ").
 """
 
 from __future__ import annotations
@@ -25,13 +33,33 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .instruments.results import (
-    CONFIG_DIR, OUT_DIR, SCRATCH_DIR, _labels, _order, latest_runs, latest_runs_per_seed, read_run, train_configs, write_report,
-)
+from .instruments.results import experiment_order, latest_runs, latest_runs_per_seed, read_run, run_labels, write_report
 from .system.runs import LOG_ROOT
 
+OUT_DIR = Path("reports")  #: where --run writes: the tracked report of the configs' own runs
+SCRATCH_DIR = LOG_ROOT / "report"  #: where a report of other runs goes unless --out says otherwise
+CONFIG_DIR = Path("configs")
 
-def main(argv: Optional[list[str]] = None) -> Path:
+
+def train_configs(configs: list[Path], extra: list[str], seeds: int = 1) -> list[Path]:
+    """Run ``python -m src.train fit --config <c> <extra>`` for each config in this process; the run folders.
+
+    With ``seeds`` > 1, each config runs once per ``--seed_everything`` 0 … seeds − 1.
+    """
+    from .train import main as train_main  # only --run trains: Lightning's CLI is imported then
+
+    jobs = [(c, []) for c in configs] if seeds == 1 else [(c, ["--seed_everything", str(s)]) for c in configs for s in range(seeds)]
+    runs = []
+    for i, (config, seed_args) in enumerate(jobs, 1):
+        args = [*seed_args, *extra]
+        print(f"\n=== [{i}/{len(jobs)}] {config.stem}: python -m src.train fit --config {config} {' '.join(args)}",
+              flush=True)  # fmt: skip
+        cli = train_main(["fit", "--config", str(config), *args])
+        runs.append(Path(cli.trainer.log_dir))
+    return runs
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m src.report",
         description="Write REPORT.md (table, loss curves, confusion matrices, classification reports) "
@@ -49,9 +77,11 @@ def main(argv: Optional[list[str]] = None) -> Path:
         help="seeds 0 … N−1: with --run, train each config once per seed; without, report each experiment's "
         "latest run of each of these seeds; the table then shows mean ± std (default: 1)",
     )  # fmt: skip
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    return parser
+
+
+def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """The rules between options: one line and exit status 2 (``parser.error``) for each broken one."""
     if extra and not args.run:
         parser.error(f"arguments after -- ({' '.join(extra)}) are for training and need --run")
     if args.configs and not args.run:
@@ -63,29 +93,42 @@ def main(argv: Optional[list[str]] = None) -> Path:
     if args.seeds > 1 and args.runs:
         parser.error("--seeds picks runs by seed; with --runs the runs given are reported (grouped by experiment)")
 
+
+def _run_dirs(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> list[Path]:
+    """The run folders to report: trained now (``--run``), given (``--runs``), or the latest in ``--logdir``."""
     if args.run:
-        configs = args.configs or sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: _order(p.stem))
+        configs = args.configs or sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: experiment_order(p.stem))
         for c in configs:
             if not c.is_file():
                 parser.error(f"--configs: {c} is not a file")
         if not configs:
             parser.error(f"no configs in {CONFIG_DIR}/")
-        run_dirs = train_configs(configs, extra, args.seeds)
-    elif args.runs:
-        run_dirs = args.runs
-    else:
-        if not args.logdir.is_dir():
-            parser.error(f"--logdir {args.logdir} is not a folder; train first (python -m src.train fit) or use --run")
-        run_dirs = latest_runs(args.logdir) if args.seeds == 1 else latest_runs_per_seed(args.logdir, args.seeds)
-        if not run_dirs:
-            parser.error(f"no finished runs (folders with results.json) under {args.logdir}/; use --run to train")
+        return train_configs(configs, extra, args.seeds)
+    if args.runs:
+        return args.runs
+    if not args.logdir.is_dir():
+        parser.error(f"--logdir {args.logdir} is not a folder; train first (python -m src.train fit) or use --run")
+    run_dirs = latest_runs(args.logdir) if args.seeds == 1 else latest_runs_per_seed(args.logdir, args.seeds)
+    if not run_dirs:
+        parser.error(f"no finished runs (folders with results.json) under {args.logdir}/; use --run to train")
+    return run_dirs
+
+
+def main(argv: Optional[list[str]] = None) -> Path:
+    """The command-line entry point; ``argv`` lets tests call it.  Returns the report's path."""
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    _check_options(parser, args, extra)
+    run_dirs = _run_dirs(parser, args, extra)
     try:
         runs = [read_run(d) for d in run_dirs]
     except ValueError as err:
         parser.error(str(err))
     full = args.run and not args.configs and not extra  # the configs' own 15-epoch runs
     path = write_report(runs, args.out or (OUT_DIR if full else SCRATCH_DIR))
-    print(f"wrote {path} ({len(runs)} runs: {', '.join(_labels(runs))})")
+    print(f"wrote {path} ({len(runs)} runs: {', '.join(run_labels(runs))})")
     return path
 
 

@@ -5,32 +5,19 @@
     python -m src.verify --function pkg.module:MyFunction --shapes 64x784 500x784 500 \\
         [--reference pkg.module:callable]      # the same checks for your own torch.autograd.Function
 
-Columns (a row passes when no cell fails; ``—``: does not apply):
+Exit status: 0 when every row passes (with ``--mutants``: when every planted bug is caught); 1
+when a row fails (a bug survives); 2 for a bad command line, and for a ``--function``,
+``--shapes`` or ``--reference`` that cannot be used (one line on stderr, ``error: …``).
 
-* ``gradcheck`` — :func:`torch.autograd.gradcheck` in float64: the backward against the numerical
-  Jacobian (central differences);
-* ``gradgradcheck`` — the same for the backward's own backward, where the piece is twice
-  differentiable (the one-node ``FeedForward`` is ``once_differentiable``);
-* ``fp32``, ``fp64`` — the largest |ours − PyTorch built-in| over the value and every input's
-  gradient, on random inputs; it passes when below ``rtol·max|built-in| + atol``;
-* ``extreme`` — the same in float32 on extreme inputs (logits ±1e4, saturated sigmoid and tanh,
-  probabilities down to 1e-30, weights of 1e4); both must also stay finite;
-* ``kink`` — the value at the non-differentiable point, against PyTorch's convention: ReLU′(0) and
-  ∂|w|/∂w at w = 0 (L1);
-* ``lockstep`` — GD and Adam against ``torch.optim.SGD`` / ``Adam`` for 25 steps (the fp32/fp64/extreme
-  cells then hold the parameters' largest difference after them); for the whole net, 25 GD steps
-  of the custom net against its ``nn.Sequential`` twin.
+This file is the command only: its arguments, the printed tables and the exit status.  What is
+checked lives in ``src/instruments/``:
 
-When a cell fails, the row's hint says what the numbers suggest: the ratio of our gradient to the
-reference (≈ 2: a missing ½; ≈ the batch size: a sum for a mean; ≈ −1: a flipped sign) or a
-transposed shape.
+* ``verification.py`` — the checks of every piece, what each column means, the hints;
+* ``mutants.py`` — the planted bugs of ``--mutants`` (subclasses of the Functions and optimizers,
+  in memory; the source is never patched);
+* ``custom_function.py`` — ``--function``: your Function loaded, fed random inputs and checked.
 
-Mutants (``--mutants``) are subclasses of the Functions and optimizers whose ``backward`` / ``step``
-carries one classic bug, planted in memory; they wrap or replace ``backward`` and never patch the
-source, so they keep working whatever the Functions' internals become.
-
-This module needs only torch (no Lightning); the tests call :func:`verify_all`, :func:`run_mutants`
-and :func:`check_user_function` directly.
+The output, with an excerpt of each table: ``docs/verify.md``.  Torch only, no Lightning.
 """
 
 from __future__ import annotations
@@ -44,7 +31,20 @@ import torch
 
 from .instruments.custom_function import UserInputError, check_user_function
 from .instruments.mutants import run_mutants
-from .instruments.verification import COLUMNS, format_table, verify_all
+from .instruments.verification import COLUMNS, NA, Row, verify_all
+
+
+def format_table(rows: Sequence[Row], first: str = "piece") -> str:
+    """One line per row (a cell's value and ok / FAIL), and under a failing row its hints."""
+    head = [first, *COLUMNS.values(), "result"]
+    body = [[r.piece, *(r.cells.get(k, NA).show() for k in COLUMNS), "pass" if r.passed else "FAIL"] for r in rows]
+    widths = [max(len(str(line[i])) for line in [head, *body]) for i in range(len(head))]
+    fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
+    out = [fmt(head), fmt(["-" * w for w in widths])]
+    for r, line in zip(rows, body):
+        out.append(fmt(line))
+        out += [f"    ↳ {h}" for h in r.hints()]
+    return "\n".join(out)
 
 
 def _print_verify() -> int:

@@ -1,9 +1,11 @@
 """The report (python -m src.report) from tiny real runs; the classification report against hand counts."""
 
+import ast
 import json
 import os
 import shutil
 from fractions import Fraction as Fr
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +21,30 @@ from tests.fakedata import write_fake_mnist
 TINY = ["--data.data_dir", "data", "--data.val_size", "100", "--data.eval_batch_size", "100",
         "--trainer.enable_progress_bar", "false", "--trainer.limit_train_batches", "3"]  # fmt: skip
 PNG_SIZE = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = {"src.train", "src.verify", "src.report"}
+
+
+def _imported(node: ast.AST, package: str) -> list[str]:
+    """The modules an import statement of a module in ``package`` names (relative imports resolved)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+    module = ".".join(p for p in (base, node.module) if p)
+    return [module, *(f"{module}.{a.name}" for a in node.names)]  # `from .. import train` names a module too
+
+
+def test_the_instruments_never_import_the_commands():
+    # src/instruments/ holds the checks and the report's pieces; the commands import them, never the reverse
+    # (an import inside a function counts too: ast.walk sees every statement)
+    for path in sorted((ROOT / "src" / "instruments").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            assert not COMMANDS & set(_imported(node, "src.instruments")), f"{path.name}:{node.lineno}"
+    # the check sees the kind of import it guards against
+    assert "src.train" in _imported(ast.parse("from ..train import main").body[0], "src.instruments")
+    assert "src.train" in _imported(ast.parse("from .. import train").body[0], "src.instruments")
 
 
 # ---------------------------------------------------------------- classification report

@@ -12,13 +12,11 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.gradcheck import GradcheckError
 
-
 from .verification import COLUMNS, Cell, FunctionSpec, NA, Row, _cast, _compare, _error_hint, _gradcheck_hint, _sizes, directional, directional_ratio, ratio_hint
 
 __all__ = ["UserInputError", "check_user_function", "load_object", "parse_shape"]
 
 
-# ------------------------------------------------------------ user function
 class UserInputError(ValueError):
     """A bad ``--function`` / ``--shapes`` / ``--reference``: one line, exit status 2."""
 
@@ -53,60 +51,83 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def check_user_function(function: str, shapes: Sequence[str], reference: Optional[str] = None) -> tuple[Row, str]:
-    """Check a user's Function with random float64 inputs of ``shapes``; ``(row, verdict)``.
-
-    Raises :class:`UserInputError` (one line) for a module that does not import, a name that is
-    not a Function, or shapes that do not fit it.
-    """
+def _load_function(function: str) -> type:
     cls = load_object(function, "--function")
     if not (isinstance(cls, type) and issubclass(cls, Function)):
         raise UserInputError(
             f"--function={function!r} is not a torch.autograd.Function subclass (its type is {type(cls).__name__}; "
             "give the class, e.g. pkg.module:MyFunction, not an instance or its .apply)"
         )
+    return cls
+
+
+def _first_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+
+
+def _output_shape(cls: type, make: Callable[[torch.Generator], list[Tensor]], shapes: Sequence[str]) -> torch.Size:
+    """The shape of the Function's output on the inputs; :class:`UserInputError` if its forward refuses them."""
+    try:
+        with torch.no_grad():
+            out = cls.apply(*make(torch.Generator().manual_seed(0)))
+    except Exception as err:
+        raise UserInputError(f"--shapes {' '.join(shapes)} do not fit {cls.__name__}: its forward raised {_first_line(err)}") from None
+    if not isinstance(out, Tensor):
+        raise UserInputError(f"{cls.__name__}.forward returned {type(out).__name__}; the checker needs one tensor")
+    return out.shape
+
+
+def _load_reference(reference: str) -> Callable:
+    ref = load_object(reference, "--reference")
+    if not callable(ref):
+        raise UserInputError(f"--reference={reference!r} is a {type(ref).__name__}, not a callable")
+    return ref
+
+
+def _check_reference(ref: Callable, reference: str, make: Callable[[torch.Generator], list[Tensor]], name: str,
+                     shape: torch.Size) -> None:  # fmt: skip
+    """:class:`UserInputError` unless ``--reference`` accepts the inputs and returns the Function's shape."""
+    try:
+        with torch.no_grad():
+            r = ref(*make(torch.Generator().manual_seed(0)))
+    except Exception as err:
+        raise UserInputError(f"--reference={reference!r} does not accept the --shapes inputs: {type(err).__name__}: {err}") from None
+    if not isinstance(r, Tensor) or r.shape != shape:
+        raise UserInputError(
+            f"--reference={reference!r} returns shape {tuple(getattr(r, 'shape', ()))}, but {name} returns {tuple(shape)}"
+        )
+
+
+def _verdict(name: str, row: Row, with_reference: bool) -> str:
+    failed = row.failed_columns()
+    if failed:
+        return f"FAIL: {name}'s backward is wrong (failed: {', '.join(COLUMNS[k] for k in failed)})"
+    checked = "the numerical Jacobian" + (" and the reference" if with_reference else "")
+    return f"PASS: {name}'s backward agrees with {checked}"
+
+
+def check_user_function(function: str, shapes: Sequence[str], reference: Optional[str] = None) -> tuple[Row, str]:
+    """Check a user's Function with random float64 inputs of ``shapes``; ``(row, verdict)``.
+
+    Raises :class:`UserInputError` (one line) for a module that does not import, a name that is
+    not a Function, or shapes that do not fit it.
+    """
+    cls = _load_function(function)
     if not shapes:
         raise UserInputError("--shapes is needed with --function: one shape per input, e.g. --shapes 64x784 500x784 500")
     dims = [parse_shape(s) for s in shapes]
-    ref = load_object(reference, "--reference") if reference else None
-    if ref is not None and not callable(ref):
-        raise UserInputError(f"--reference={reference!r} is a {type(ref).__name__}, not a callable")
-    gen = torch.Generator().manual_seed(0)
+    ref = _load_reference(reference) if reference else None
 
     def make(g: torch.Generator) -> list[Tensor]:
         return [torch.randn(d, generator=g, dtype=torch.float64).requires_grad_(True) for d in dims]
 
-    try:
-        with torch.no_grad():
-            out = cls.apply(*make(gen))
-    except Exception as err:
-        raise UserInputError(
-            f"--shapes {' '.join(shapes)} do not fit {cls.__name__}: its forward raised "
-            f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-        ) from None
-    if not isinstance(out, Tensor):
-        raise UserInputError(f"{cls.__name__}.forward returned {type(out).__name__}; the checker needs one tensor")
+    shape = _output_shape(cls, make, shapes)
     if ref is not None:
-        try:
-            with torch.no_grad():
-                r = ref(*make(torch.Generator().manual_seed(0)))
-        except Exception as err:
-            raise UserInputError(f"--reference={reference!r} does not accept the --shapes inputs: {type(err).__name__}: {err}") from None
-        if not isinstance(r, Tensor) or r.shape != out.shape:
-            raise UserInputError(
-                f"--reference={reference!r} returns shape {tuple(getattr(r, 'shape', ()))}, "
-                f"but {cls.__name__} returns {tuple(out.shape)}"
-            )
+        _check_reference(ref, reference, make, cls.__name__, shape)
     big = sum(math.prod(d) for d in dims) > 2000  # full Jacobians would take minutes: random projections
     spec = FunctionSpec(cls.__name__, cls, lambda c, *xs: c.apply(*xs), ref or (lambda *xs: cls.apply(*xs)), make)
     row = _user_row(spec, big, ref is not None)
-    failed = row.failed_columns()
-    if failed:
-        verdict = f"FAIL: {cls.__name__}'s backward is wrong (failed: {', '.join(COLUMNS[k] for k in failed)})"
-    else:
-        checked = "the numerical Jacobian" + (" and the reference" if ref is not None else "")
-        verdict = f"PASS: {cls.__name__}'s backward agrees with {checked}"
-    return row, verdict
+    return row, _verdict(cls.__name__, row, ref is not None)
 
 
 def _twice_differentiable(fn: Callable[..., Tensor], inputs: Sequence[Tensor]) -> bool:
@@ -127,6 +148,23 @@ def _twice_differentiable(fn: Callable[..., Tensor], inputs: Sequence[Tensor]) -
     return any(g is not None for g in second)
 
 
+def _backward_projection(fn: Callable[..., Tensor], inputs: Sequence[Tensor]) -> Callable[..., Tensor]:
+    """The backward as a function of the inputs: ``xs ↦ ⟨∂⟨fn(xs), v⟩/∂xs, w⟩`` for fixed random ``v``, ``w``."""
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        shape = fn(*inputs).shape
+    v = torch.randn(shape, generator=gen, dtype=torch.float64)
+    ws = [torch.randn(x.shape, generator=gen, dtype=torch.float64) for x in inputs]
+
+    def projection(*xs: Tensor) -> Tensor:
+        with torch.enable_grad():
+            xs = [x if x.requires_grad else x.detach().requires_grad_(True) for x in xs]
+            gs = torch.autograd.grad(fn(*xs), xs, v, create_graph=True, allow_unused=True)
+        return sum((g * w).sum() for g, w in zip(gs, ws) if g is not None)
+
+    return projection
+
+
 def _projected_check(fn: Callable[..., Tensor], inputs: Sequence[Tensor], sizes: Sequence[int], second: bool = False) -> Cell:
     """gradcheck by random projections, for inputs too large for full Jacobians.
 
@@ -135,20 +173,7 @@ def _projected_check(fn: Callable[..., Tensor], inputs: Sequence[Tensor], sizes:
     the full Jacobians to report them, which for 64×784 inputs takes longer than anyone waits).
     ``second``: the same for the scalar ``⟨∂⟨f, v⟩/∂inputs, w⟩``, i.e. the backward's own backward.
     """
-    target = fn
-    if second:
-        gen = torch.Generator().manual_seed(11)
-        with torch.no_grad():
-            shape = fn(*inputs).shape
-        v = torch.randn(shape, generator=gen, dtype=torch.float64)
-        ws = [torch.randn(x.shape, generator=gen, dtype=torch.float64) for x in inputs]
-
-        def target(*xs: Tensor) -> Tensor:  # noqa: F811 (the backward as a function of the inputs)
-            with torch.enable_grad():
-                xs = [x if x.requires_grad else x.detach().requires_grad_(True) for x in xs]
-                gs = torch.autograd.grad(fn(*xs), xs, v, create_graph=True, allow_unused=True)
-            return sum((g * w).sum() for g, w in zip(gs, ws) if g is not None)
-
+    target = _backward_projection(fn, inputs) if second else fn
     for i, x in enumerate(inputs):
         if not x.requires_grad:
             continue

@@ -28,10 +28,16 @@ def _new_figure() -> Figure:
     return fig
 
 
-def loss_figure(name: str, epochs: Sequence[int], train: Sequence[float], val: Sequence[Optional[float]], loss: str):
-    """Train and validation loss per epoch, the final values in the title (like the course report's figures)."""
+def loss_figure(name: str, epochs: Sequence[int], train: Sequence[float], val: Sequence[Optional[float]], loss: str,
+                resumed_after: Sequence[int] = ()):  # fmt: skip
+    """Train and validation loss per epoch, the final values in the title (like the course report's figures).
+
+    ``resumed_after``: the epochs after which a new process resumed the run (a dotted line each).
+    """
     fig = _new_figure()
     ax = fig.add_subplot()
+    for i, epoch in enumerate(resumed_after):
+        ax.axvline(epoch + 0.5, color="gray", linestyle=":", linewidth=1, label="resumed from a checkpoint" if i == 0 else None)
     ax.plot(epochs, train, "o-", label="train (mean over the epoch's batches)")
     pairs = [(e, v) for e, v in zip(epochs, val) if v is not None]
     if pairs:

@@ -12,13 +12,11 @@ from ..hand import functional as HF
 from ..hand import fused as FF
 from ..hand import losses as HL
 from ..hand import optim as HO
-
 from .verification import FunctionSpec, Row, SIZES, SPECS, _ff_extras, check_function, check_optimizer
 
 __all__ = ["MUTANTS", "run_mutants"]
 
 
-# ------------------------------------------------------------------ mutants
 def _wrap(base: type, name: str, transform: Callable[[Any, tuple], tuple]) -> type:
     """A subclass of ``base`` whose backward is ``transform(ctx, base's gradients)`` (the bug)."""
 

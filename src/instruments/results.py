@@ -1,48 +1,41 @@
-"""The course report, regenerated from your runs: comparison table, loss curves, confusion matrices.
+"""The report's pieces: finished runs read from their folders, and ``REPORT.md`` written from them.
 
-    python -m src.report                 # the latest finished run of each experiment in lightning_logs/
-    python -m src.report --run           # first train every config in configs/ (15 epochs each), then report
-    python -m src.report --runs lightning_logs/relu/version_3 lightning_logs/tanh/version_0
-    python -m src.report --run --configs configs/relu.yaml -- --trainer.max_epochs 2   # args after -- go to fit
-    python -m src.report --run --seeds 3  # every config with --seed_everything 0, 1, 2: mean ± std table
-    python -m src.report --seeds 3        # the latest finished run of each experiment for each of seeds 0, 1, 2
+* :class:`Run`, :func:`read_run` — one finished run: its ``results.json`` (written by
+  ``python -m src.train fit``) and its per-epoch losses from its TensorBoard events
+  (``train/loss_epoch``, ``val/loss``).  A run resumed with ``--ckpt_path`` continues an earlier
+  run folder (:func:`resumed_chain` follows the chain back): its losses start at the first
+  folder's first epoch and its wall time is the sum over the processes;
+* :func:`latest_runs`, :func:`latest_runs_per_seed` — the runs a report shows unless told which;
+* :func:`write_report` — ``REPORT.md``: the table (:func:`seed_table` first, for experiments run
+  with several seeds), the sections of :mod:`~src.instruments.why`, and per experiment its loss
+  and confusion figures (:mod:`~src.instruments.figures`) and classification reports.
 
-The full regeneration (``--run`` with every config and no extra training arguments) writes the
-tracked ``reports/REPORT.md``; anything else writes ``lightning_logs/report/REPORT.md`` unless
-``--out`` says otherwise, so a report of throwaway runs never overwrites the tracked one.
-Beside ``REPORT.md``, per experiment, ``<experiment>_loss.png`` (train and
-validation loss per epoch) and ``<experiment>_confusion.png`` (test confusion matrix).  A run is
-finished when its folder holds ``results.json`` (written by ``python -m src.train fit``); the
-per-epoch losses come from its TensorBoard events (``train/loss_epoch``, ``val/loss``).
-When an experiment has runs of several seeds, the report opens with their mean ± standard
-deviation (sample std, n − 1) and shows the figures of its lowest seed's run.
+The command around them (its arguments, training the configs for ``--run``, where the report
+goes) is :mod:`src.report`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import yaml
+
 from .figures import confusion_figure, loss_figure, save_png
-from ..system.runs import LOG_ROOT, write_text_atomic
+from .why import write_why
+from ..errors import ConfigError
+from ..system.checkpoints import AtomicCheckpointIO, completed_epochs
 from ..system.metrics import format_report
+from ..system.runs import LOG_ROOT, write_text_atomic
 
 __all__ = [
-    "COURSE",
-    "Run",
-    "read_run",
-    "latest_runs",
-    "write_report",
-    "seed_table",
-    "latest_runs_per_seed",
-]
-
-OUT_DIR = Path("reports")  #: where --run writes: the tracked report of the configs' own runs
-SCRATCH_DIR = LOG_ROOT / "report"  #: where a report of other runs goes unless --out says otherwise
-CONFIG_DIR = Path("configs")
+    "COURSE", "ORDER", "Run", "read_run", "resumed_chain", "latest_runs", "latest_runs_per_seed",
+    "experiment_order", "run_labels", "seed_table", "write_report",
+]  # fmt: skip
 
 #: The course report's figures, by experiment name (its relu_l2 figure is a train accuracy).
 COURSE = {
@@ -59,16 +52,30 @@ COURSE = {
 ORDER = ["baseline", "tanh", "relu", "package", "relu_l2", "best",  # the course report's order, then ours
          "course_sigmoid", "course_tanh", "course_relu"]  # fmt: skip
 
+Curves = tuple[list[int], list[float], list[Optional[float]]]  #: (epochs from 1, train loss, validation loss)
+
 
 @dataclass
 class Run:
-    """One finished run: its folder, ``results.json`` and per-epoch losses (epoch numbers from 1)."""
+    """One finished run: its folder, ``results.json`` and per-epoch losses (epoch numbers from 1).
+
+    For a run resumed with ``--ckpt_path``, ``earlier`` holds the run folders it continues
+    (earliest first), the losses cover theirs too, and ``seconds`` holds one wall time per process
+    (this folder's last; ``None`` where no record says).
+    """
 
     path: Path
     results: dict
     epochs: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[Optional[float]] = field(default_factory=list)
+    earlier: list[Path] = field(default_factory=list)
+    #: the last epoch of each earlier folder's part of the curve (where the next process took over)
+    resumed_after: list[int] = field(default_factory=list)
+    seconds: list[Optional[float]] = field(default_factory=list)
+    #: where the chain breaks, if it does: the run folder of a ``--ckpt_path`` that is not here
+    #: (moved or deleted), or a checkpoint kept outside any run folder
+    missing: Optional[Path] = None
 
     @property
     def experiment(self) -> str:
@@ -83,7 +90,13 @@ class Run:
         """The run's ``--seed_everything`` (``None`` if its results do not say)."""
         return self.results.get("config", {}).get("seed_everything")
 
+    @property
+    def wall_time_s(self) -> Optional[float]:
+        """Seconds over every process of the run (``None`` if one of them has no record)."""
+        return None if not self.seconds or None in self.seconds else sum(self.seconds)
 
+
+# ------------------------------------------------------------------ one folder
 def _scalars(accumulator, tag: str) -> dict[int, float]:
     """``step → value`` of one scalar tag (the last value wins if a step repeats)."""
     if tag not in accumulator.Tags().get("scalars", []):
@@ -91,25 +104,48 @@ def _scalars(accumulator, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in accumulator.Scalars(tag)}
 
 
-def read_curves(run_dir: Path) -> tuple[list[int], list[float], list[Optional[float]]]:
-    """``(epochs, train loss, validation loss)`` per training epoch, from the run's TensorBoard events.
-
-    Validation values are taken at the steps where a training epoch ended, so the
-    post-fit evaluation (which logs ``val/loss`` once more) is left out.
-    """
+def _events(run_dir: Path):
+    """The folder's TensorBoard events, every scalar point kept."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0: keep every point
     acc.Reload()
+    return acc
+
+
+def _curves(acc) -> Curves:
+    """``(epochs, train loss, validation loss)`` per training epoch, from one folder's events.
+
+    Validation values are taken at the steps where a training epoch ended, so the post-fit
+    evaluation (which logs ``val/loss`` once more) is left out.  Epoch numbers are the trainer's,
+    so a resumed run's start after its checkpoint's.
+    """
     train, val, epoch = (_scalars(acc, t) for t in ("train/loss_epoch", "val/loss", "epoch"))
     steps = sorted(train)
     epochs = [int(epoch[s]) + 1 if s in epoch else i + 1 for i, s in enumerate(steps)]
     return epochs, [train[s] for s in steps], [val.get(s) for s in steps]
 
 
-def read_run(run_dir: str | Path) -> Run:
-    """Load a run folder; ``ValueError`` naming it if it has no (readable) ``results.json``."""
-    run_dir = Path(run_dir)
+def _event_seconds(acc) -> Optional[float]:
+    """From the first TensorBoard event to the last scalar: the time of a process that left no results."""
+    try:
+        first = acc.FirstEventTimestamp()
+    except ValueError:  # no events at all
+        return None
+    last = [e.wall_time for tag in acc.Tags().get("scalars", []) for e in acc.Scalars(tag)]
+    return max(last) - first if last else None
+
+
+def _results(run_dir: Path) -> Optional[dict]:
+    """The folder's ``results.json``, or ``None`` where it has none (a run interrupted before the end)."""
+    try:
+        return json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _finished_results(run_dir: Path) -> dict:
+    """``results.json`` of a run asked for by name; ``ValueError`` naming it if it has none or it is not readable."""
     path = run_dir / "results.json"
     if not path.is_file():
         raise ValueError(f"{run_dir} is not a finished run: it has no results.json")
@@ -120,7 +156,113 @@ def read_run(run_dir: str | Path) -> Run:
     missing = [k for k in ("train", "val", "test") if k not in results]
     if missing or "report" not in results.get("test", {}):
         raise ValueError(f"{path} lacks {missing or ['test.report']}: not written by src.train fit?")
-    return Run(run_dir, results, *read_curves(run_dir))
+    return results
+
+
+# ------------------------------------------------------------------ resumed runs
+def _ckpt_path(run_dir: Path, results: Optional[dict]) -> Optional[str]:
+    """The ``--ckpt_path`` a run started from: in ``results.json``'s config, else (a run that never
+    finished) in the ``config.yaml`` Lightning wrote at its start."""
+    if results is not None:
+        return results.get("config", {}).get("ckpt_path")
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config.get("ckpt_path") if isinstance(config, dict) else None
+
+
+def _run_folder(ckpt: Path) -> Optional[Path]:
+    """The run folder of a checkpoint (``<run>/checkpoints/last.ckpt`` → ``<run>``) where it is one and is here."""
+    folder = ckpt.parent.parent
+    return folder if ckpt.parent.name == "checkpoints" and folder.is_dir() else None
+
+
+def _resumed_from(run_dir: Path, results: Optional[dict]) -> Optional[tuple[Path, Optional[Path]]]:
+    """``(checkpoint, its run folder or None)`` that ``run_dir`` resumed from; ``None`` for a run started afresh.
+
+    A relative ``--ckpt_path`` is relative to where training ran: the current folder, or else the
+    folder that holds the run's ``lightning_logs/`` (``<there>/lightning_logs/<experiment>/version_N``).
+    """
+    given = _ckpt_path(run_dir, results)
+    if not given:
+        return None
+    ckpt, parents = Path(given), run_dir.resolve().parents
+    if _run_folder(ckpt) is None and not ckpt.is_absolute() and len(parents) > 2 and _run_folder(parents[2] / ckpt):
+        ckpt = parents[2] / ckpt
+    return ckpt, _run_folder(ckpt)
+
+
+def _finished_epochs(ckpt: Path) -> Optional[int]:
+    """Training epochs the checkpoint had finished; ``None`` if it is gone or unreadable."""
+    try:
+        return completed_epochs(AtomicCheckpointIO().load_checkpoint(ckpt))
+    except ConfigError:
+        return None
+
+
+def resumed_chain(run_dir: str | Path, results: Optional[dict] = None) -> tuple[list[tuple[Path, Optional[int]]], Optional[Path]]:
+    """The run folders a run resumed with ``--ckpt_path`` continues, earliest first, and where the chain breaks.
+
+    Each folder comes with the training epochs of the checkpoint the next run resumed from
+    (``None`` if it is no longer readable); the second value is where the chain breaks (see
+    :attr:`Run.missing`), else ``None``.  A run started afresh gives ``([], None)``.
+    """
+    run_dir = Path(run_dir)
+    chain: list[tuple[Path, Optional[int]]] = []
+    seen = {run_dir.resolve()}
+    here, res = run_dir, _results(run_dir) if results is None else results
+    while (found := _resumed_from(here, res)) is not None:
+        ckpt, folder = found
+        if folder is None:  # the run folder named is not here, or the checkpoint was kept outside one
+            return chain[::-1], ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+        if folder.resolve() in seen:  # a loop: only a hand-edited config can make one
+            break
+        seen.add(folder.resolve())
+        chain.append((folder, _finished_epochs(ckpt)))
+        here, res = folder, _results(folder)
+    return chain[::-1], None
+
+
+def _join(parts: Sequence[tuple[Curves, Optional[int]]]) -> tuple[Curves, list[int]]:
+    """One curve from the parts of a chain (earliest first), and the last epoch of each part before the last.
+
+    Each part comes with the epochs its resumed checkpoint had finished: its epochs count up to
+    there (where the checkpoint cannot be read: up to the next part's first epoch), since the next
+    process trained the epochs after it again.
+    """
+    points, ends = [], []
+    for i, ((epochs, train, val), finished) in enumerate(parts):
+        later = parts[i + 1][0][0] if i + 1 < len(parts) else []
+        limit = finished if finished is not None else later[0] - 1 if later else None
+        kept = [p for p in zip(epochs, train, val) if limit is None or p[0] <= limit]
+        points += kept
+        if later and kept:
+            ends.append(kept[-1][0])
+    epochs, train, val = (list(column) for column in zip(*points)) if points else ([], [], [])
+    return (epochs, train, val), ends
+
+
+def _process_seconds(results: Optional[dict], acc) -> Optional[float]:
+    """One process's wall time: its ``results.json``'s, else (interrupted) the span of its TensorBoard events."""
+    return results["wall_time_s"] if results and "wall_time_s" in results else _event_seconds(acc)
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """Load a finished run folder, with the earlier folders of a resumed run (:func:`resumed_chain`).
+
+    ``ValueError`` naming the folder if it has no (readable) ``results.json``.
+    """
+    run_dir = Path(run_dir)
+    results = _finished_results(run_dir)
+    chain, missing = resumed_chain(run_dir, results)
+    parts, seconds = [], []
+    for folder, res, finished in [*((f, _results(f), n) for f, n in chain), (run_dir, results, None)]:
+        acc = _events(folder)
+        parts.append((_curves(acc), finished))
+        seconds.append(_process_seconds(res, acc))
+    (epochs, train, val), ends = _join(parts)
+    return Run(run_dir, results, epochs, train, val, [f for f, _ in chain], ends, seconds, missing)
 
 
 def _version(path: Path) -> int:
@@ -130,7 +272,8 @@ def _version(path: Path) -> int:
         return -1
 
 
-def _order(name: str) -> tuple[int, str]:
+def experiment_order(name: str) -> tuple[int, str]:
+    """Sort key: the course report's experiments in its order, then ours, then any other by name."""
     return (ORDER.index(name) if name in ORDER else len(ORDER), name)
 
 
@@ -138,7 +281,7 @@ def latest_runs(log_root: str | Path = LOG_ROOT) -> list[Path]:
     """The latest finished run (``version_N`` with the largest N holding results.json) of each experiment."""
     log_root = Path(log_root)
     runs = []
-    for exp in sorted((p for p in log_root.iterdir() if p.is_dir()), key=lambda p: _order(p.name)):
+    for exp in sorted((p for p in log_root.iterdir() if p.is_dir()), key=lambda p: experiment_order(p.name)):
         finished = [v for v in exp.glob("version_*") if (v / "results.json").is_file()]
         if finished:
             runs.append(max(finished, key=_version))
@@ -149,12 +292,12 @@ def latest_runs_per_seed(log_root: str | Path = LOG_ROOT, seeds: int = 1) -> lis
     """Per experiment, the latest finished run of each seed ``0 … seeds − 1`` (experiments in report order)."""
     log_root = Path(log_root)
     runs = []
-    for exp in sorted((p for p in log_root.iterdir() if p.is_dir()), key=lambda p: _order(p.name)):
+    for exp in sorted((p for p in log_root.iterdir() if p.is_dir()), key=lambda p: experiment_order(p.name)):
         by_seed: dict[int, Path] = {}
         for v in sorted(exp.glob("version_*"), key=_version):
             try:
-                seed = json.loads((v / "results.json").read_text())["config"].get("seed_everything")
-            except (OSError, ValueError, KeyError, AttributeError):
+                seed = _results(v)["config"].get("seed_everything")
+            except (TypeError, KeyError, AttributeError):
                 continue  # unfinished or unreadable: read_run names it if asked for explicitly
             if seed in range(seeds):
                 by_seed[seed] = v  # later versions replace earlier ones
@@ -162,10 +305,22 @@ def latest_runs_per_seed(log_root: str | Path = LOG_ROOT, seeds: int = 1) -> lis
     return runs
 
 
-# ------------------------------------------------------------------- report
+# ------------------------------------------------------------------ the report
 def _num(value: Optional[float], course: Optional[float] = None, digits: int = 4) -> str:
     text = "—" if value is None else f"{value:.{digits}f}"
     return text if course is None else f"{text} ({course:g})"
+
+
+def _wall_time(run: Run) -> str:
+    """Seconds, and how many processes they add up where the run was resumed."""
+    seconds = run.wall_time_s
+    if seconds is None:
+        return "—"
+    return f"{seconds:.0f}" + (f" ({len(run.seconds)} processes)" if len(run.seconds) > 1 else "")
+
+
+def _optimizer(model: dict) -> str:
+    return str(model.get("optimizer", "—")) + (" cosine" if model.get("lr_schedule") == "cosine" else "")
 
 
 def _row(label: str, run: Run) -> list[str]:
@@ -176,7 +331,7 @@ def _row(label: str, run: Run) -> list[str]:
         str(m.get("implementation", "—")),
         str(m.get("activation", "—")),
         str(m.get("loss", "—")),
-        str(m.get("optimizer", "—")) + (" cosine" if m.get("lr_schedule") == "cosine" else ""),
+        _optimizer(m),
         f"{m['lr']:g}" if "lr" in m else "—",
         f"{m['alpha']:g}" if m.get("regularization", "none") != "none" else "—",
         str(r.get("epochs", len(run.epochs))),
@@ -186,7 +341,7 @@ def _row(label: str, run: Run) -> list[str]:
         _num(r["val"]["accuracy"]),
         _num(r["test"]["accuracy"], course.get("test_acc")),
         _num(r["test"]["report"]["macro avg"]["f1"]),
-        f"{r['wall_time_s']:.0f}" if "wall_time_s" in r else "—",
+        _wall_time(run),
     ]
 
 
@@ -196,7 +351,7 @@ HEADER = [
 ]  # fmt: skip
 
 
-def _labels(runs: list[Run]) -> list[str]:
+def run_labels(runs: list[Run]) -> list[str]:
     """Experiment names, with the version where one experiment appears more than once."""
     names = [r.experiment for r in runs]
     return [n if names.count(n) == 1 else f"{n}_{r.path.name}" for n, r in zip(names, runs)]
@@ -221,50 +376,70 @@ def _groups(runs: list[Run]) -> dict[str, list[Run]]:
     return groups
 
 
+def _augment(data: dict) -> str:
+    if data.get("augment") and data.get("augment_elastic_alpha"):
+        return "affine + elastic"
+    return "affine" if data.get("augment") else "—"
+
+
+def _seed_row(name: str, group: list[Run]) -> list[str]:
+    """One experiment over its seeds: its settings (from the first run), the mean ± std of its figures."""
+    m, r0 = group[0].model, group[0].results
+    data = r0.get("config", {}).get("data", {})
+    seconds = [math.nan if run.wall_time_s is None else run.wall_time_s for run in group]
+    return [
+        name,
+        str(m.get("activation", "—")),
+        _optimizer(m),
+        f"{m['lr']:g}" if "lr" in m else "—",
+        str(data.get("batch_size", "—")),
+        f"{m.get('dropout', 0):g}" if m.get("dropout") else "—",
+        _augment(data),
+        str(r0.get("epochs", "—")),
+        ", ".join(str(run.seed) for run in group),
+        *(_mean_std([run.results[split]["accuracy"] for run in group]) for split in ("train", "val", "test")),
+        _mean_std([run.results["test"]["report"]["macro avg"]["f1"] for run in group]),
+        f"{statistics.mean(seconds):.0f}",
+    ]
+
+
 def seed_table(runs: list[Run]) -> list[str]:
     """Markdown rows: per experiment, the mean ± sample std of its runs' accuracies (one run: its value)."""
     rows = ["| " + " | ".join(SEED_HEADER) + " |", "|" + "---|" * len(SEED_HEADER)]
-    for name, group in _groups(runs).items():
-        m, r0 = group[0].model, group[0].results
-        data = r0.get("config", {}).get("data", {})
-        aug = data.get("augment", False)
-        if aug and data.get("augment_elastic_alpha"):
-            aug = "affine + elastic"
-        elif aug:
-            aug = "affine"
-        cell = [
-            name,
-            str(m.get("activation", "—")),
-            str(m.get("optimizer", "—")) + (" cosine" if m.get("lr_schedule") == "cosine" else ""),
-            f"{m['lr']:g}" if "lr" in m else "—",
-            str(data.get("batch_size", "—")),
-            f"{m.get('dropout', 0):g}" if m.get("dropout") else "—",
-            aug or "—",
-            str(r0.get("epochs", "—")),
-            ", ".join(str(run.seed) for run in group),
-            *(_mean_std([run.results[split]["accuracy"] for run in group]) for split in ("train", "val", "test")),
-            _mean_std([run.results["test"]["report"]["macro avg"]["f1"] for run in group]),
-            f"{statistics.mean(run.results.get('wall_time_s', float('nan')) for run in group):.0f}",
-        ]
-        rows.append("| " + " | ".join(cell) + " |")
-    return rows
+    return rows + ["| " + " | ".join(_seed_row(name, group)) + " |" for name, group in _groups(runs).items()]
 
 
-def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
-    """Write ``REPORT.md`` and its PNGs into ``out_dir``; return the report's path."""
-    if not runs:
-        raise ValueError("no runs to report")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    labels = _labels(runs)
+INTRO = [
+    "# Results",
+    "",
+    "Regenerate with `python -m src.report --run` (trains every config in `configs/`, then writes "
+    "`reports/REPORT.md`); `python -m src.report` reports the latest finished run of each experiment "
+    "into `lightning_logs/report/`.",
+    "",
+    "Losses are the last epoch's (train: mean over the epoch's batches; validation: at the epoch's "
+    "end); accuracies and F1 are the best checkpoint's (chosen by validation accuracy) on the whole "
+    "split. The course report's figure is in parentheses where it has one (its `relu_l2` figure is a "
+    "train accuracy); the course report took 44 minutes per run on 8 cores.",
+    "",
+]
+#: said under the table when a run was resumed with --ckpt_path
+RESUMED_NOTE = (
+    "A run resumed with `--ckpt_path` continues the run folder of its checkpoint: its loss figure covers "
+    "every epoch from that first folder's first, and its wall time is the sum over its processes "
+    "(an interrupted process's from its TensorBoard events, first to last)."
+)
+
+
+def _seeded(runs: list[Run]) -> set[str]:
+    """The experiments run with several seeds (one run per seed), shown as mean ± std."""
+    return {n for n, g in _groups(runs).items() if len(g) > 1 and len({r.seed for r in g}) == len(g)}
+
+
+def _tables(runs: list[Run], labels: list[str]) -> list[str]:
+    """The table of every run, after the mean ± std table where some experiment has several seeds."""
     table = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     table += ["| " + " | ".join(_row(label, run)) + " |" for label, run in zip(labels, runs)]
-    # experiments run with several seeds: their mean ± std first; then every run; the figures of
-    # each such experiment's first run only (runs of one experiment with the same seed stay apart)
-    groups = _groups(runs)
-    seeded = {n for n, g in groups.items() if len(g) > 1 and len({r.seed for r in g}) == len(g)}
-    several = bool(seeded)
-    if several:
+    if _seeded(runs):
         table = [
             "Mean ± sample standard deviation over the seeds listed (wall time: mean):",
             "",
@@ -274,61 +449,49 @@ def write_report(runs: list[Run], out_dir: str | Path = OUT_DIR) -> Path:
             "",
             *table,
         ]
-    sections = [
-        (run.experiment if run.experiment in seeded else label, run)
-        for label, run in zip(labels, runs)
-        if run.experiment not in seeded or run is groups[run.experiment][0]
-    ]
-    md = [
-        "# Results",
-        "",
-        "Regenerate with `python -m src.report --run` (trains every config in `configs/`, then writes "
-        "`reports/REPORT.md`); `python -m src.report` reports the latest finished run of each experiment "
-        "into `lightning_logs/report/`.",
-        "",
-        "Losses are the last epoch's (train: mean over the epoch's batches; validation: at the epoch's "
-        "end); accuracies and F1 are the best checkpoint's (chosen by validation accuracy) on the whole "
-        "split. The course report's figure is in parentheses where it has one (its `relu_l2` figure is a "
-        "train accuracy); the course report took 44 minutes per run on 8 cores.",
-        "",
-        *table,
-        "",
-    ]
+    return table + ([""] + [RESUMED_NOTE] if any(run.earlier for run in runs) else [])
+
+
+def _source(run: Run, with_seed: bool) -> str:
+    """``Run: `folder``` with the folders a resumed run continues (and its seed, where seeds are compared)."""
+    text = f"Run: `{run.path}`"
+    if run.earlier:
+        text += ", resuming " + " ← ".join(f"`{p}`" for p in reversed(run.earlier))
+    if run.missing is not None:
+        text += f" (resumed from `{run.missing}`: no run folder of it here, so the epochs before are left out)"
+    return text + (f" (seed {run.seed})" if with_seed else "")
+
+
+def _section(label: str, run: Run, out_dir: Path, with_seed: bool) -> list[str]:
+    """One run's section: its loss and confusion figures (PNGs saved) and its classification reports."""
+    r, loss = run.results, run.model.get("loss", "cross_entropy")
+    md = [f"## {label}", "", _source(run, with_seed), ""]
+    if run.train_loss:
+        fig = loss_figure(label, run.epochs, run.train_loss, run.val_loss, loss, run.resumed_after)
+        save_png(fig, out_dir / f"{label}_loss.png")
+        md += [f"![{label}: loss per epoch]({label}_loss.png)", ""]
+    fig = confusion_figure(label, r["test"]["report"]["confusion"], r["test"]["accuracy"])
+    save_png(fig, out_dir / f"{label}_confusion.png")
+    md += [f"![{label}: test confusion matrix]({label}_confusion.png)", ""]
+    for split in ("train", "test"):
+        md += [f"{split.capitalize()} classification report:", "", "```", format_report(r[split]["report"]).rstrip(), "```", ""]
+    return md
+
+
+def write_report(runs: list[Run], out_dir: str | Path) -> Path:
+    """Write ``REPORT.md`` and its PNGs into ``out_dir``; return the report's path."""
+    if not runs:
+        raise ValueError("no runs to report")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels, seeded, groups = run_labels(runs), _seeded(runs), _groups(runs)
+    md = [*INTRO, *_tables(runs, labels), ""]
     # issue 12: every run's validation accuracy on one figure; why the activations differ
-    from .why import write_why
-
     md += write_why({label: run.path for label, run in zip(labels, runs)}, out_dir, save_png)
-    for label, run in sections:
-        r, loss = run.results, run.model.get("loss", "cross_entropy")
-        md += [f"## {label}", "", f"Run: `{run.path}`" + (f" (seed {run.seed})" if several else ""), ""]
-        if run.train_loss:
-            save_png(loss_figure(label, run.epochs, run.train_loss, run.val_loss, loss), out_dir / f"{label}_loss.png")
-            md += [f"![{label}: loss per epoch]({label}_loss.png)", ""]
-        test = r["test"]["report"]
-        fig = confusion_figure(label, test["confusion"], r["test"]["accuracy"])
-        save_png(fig, out_dir / f"{label}_confusion.png")
-        md += [f"![{label}: test confusion matrix]({label}_confusion.png)", ""]
-        for split in ("train", "test"):
-            md += [f"{split.capitalize()} classification report:", "", "```", format_report(r[split]["report"]).rstrip(), "```", ""]
-    path = out_dir / "REPORT.md"
-    write_text_atomic(path, "\n".join(md))
-    return path
-
-
-# ---------------------------------------------------------------------- CLI
-def train_configs(configs: list[Path], extra: list[str], seeds: int = 1) -> list[Path]:
-    """Run ``python -m src.train fit --config <c> <extra>`` for each config in this process; the run folders.
-
-    With ``seeds`` > 1, each config runs once per ``--seed_everything`` 0 … seeds − 1.
-    """
-    from ..train import main as train_main
-
-    jobs = [(c, []) for c in configs] if seeds == 1 else [(c, ["--seed_everything", str(s)]) for c in configs for s in range(seeds)]
-    runs = []
-    for i, (config, seed_args) in enumerate(jobs, 1):
-        args = [*seed_args, *extra]
-        print(f"\n=== [{i}/{len(jobs)}] {config.stem}: python -m src.train fit --config {config} {' '.join(args)}",
-              flush=True)  # fmt: skip
-        cli = train_main(["fit", "--config", str(config), *args])
-        runs.append(Path(cli.trainer.log_dir))
-    return runs
+    # the figures of each run, but of a seeded experiment's first run only (under the experiment's name)
+    for label, run in zip(labels, runs):
+        if run.experiment not in seeded:
+            md += _section(label, run, out_dir, with_seed=bool(seeded))
+        elif run is groups[run.experiment][0]:
+            md += _section(run.experiment, run, out_dir, with_seed=True)
+    return write_text_atomic(out_dir / "REPORT.md", "\n".join(md))

@@ -1,11 +1,12 @@
-"""The proof, for the user: every hand-derived gradient checked against numbers and against PyTorch.
+"""The checks behind ``python -m src.verify``: every hand-derived piece against numbers and against PyTorch.
 
-    python -m src.verify                       # one row per piece; exit 0 only if every row passes
-    python -m src.verify --mutants             # plant classic backward bugs; show which check catches each
-    python -m src.verify --function pkg.module:MyFunction --shapes 64x784 500x784 500 \\
-        [--reference pkg.module:callable]      # the same checks for your own torch.autograd.Function
+Read in this order: :class:`FunctionSpec` and :data:`SPECS` (per Function: how to call it, the
+PyTorch built-in it mirrors, the inputs it is checked on), :func:`check_function` (the columns
+below, for one spec), :func:`check_optimizer` (GD and Adam), :func:`check_net` (the whole net),
+:func:`verify_all` (one :class:`Row` per piece).  The hints come first in the file: what a
+failing cell's numbers suggest.
 
-Columns (a row passes when no cell fails; ``—``: does not apply):
+Columns (:data:`COLUMNS`; a row passes when no cell fails; ``—``: does not apply):
 
 * ``gradcheck`` — :func:`torch.autograd.gradcheck` in float64: the backward against the numerical
   Jacobian (central differences);
@@ -21,16 +22,13 @@ Columns (a row passes when no cell fails; ``—``: does not apply):
   cells then hold the parameters' largest difference after them); for the whole net, 25 GD steps
   of the custom net against its ``nn.Sequential`` twin.
 
-When a cell fails, the row's hint says what the numbers suggest: the ratio of our gradient to the
+When a cell fails, its hint says what the numbers suggest: the ratio of our gradient to the
 reference (≈ 2: a missing ½; ≈ the batch size: a sum for a mean; ≈ −1: a flipped sign) or a
 transposed shape.
 
-Mutants (``--mutants``) are subclasses of the Functions and optimizers whose ``backward`` / ``step``
-carries one classic bug, planted in memory; they wrap or replace ``backward`` and never patch the
-source, so they keep working whatever the Functions' internals become.
-
-This module needs only torch (no Lightning); the tests call :func:`verify_all`, :func:`run_mutants`
-and :func:`check_user_function` directly.
+Beside this file: :mod:`~src.instruments.mutants` (the planted bugs of ``--mutants``) and
+:mod:`~src.instruments.custom_function` (``--function``: a user's own Function); the command
+(arguments, the printed tables, the exit status) is :mod:`src.verify`.  Torch only, no Lightning.
 """
 
 from __future__ import annotations
@@ -51,8 +49,9 @@ from ..hand import functional as HF
 from ..hand import fused as FF
 from ..hand import losses as HL
 from ..hand import optim as HO
+from ..hand.nets import FeedForwardNet, SequentialNet
 
-__all__ = ["COLUMNS", "Cell", "Row", "FunctionSpec", "SPECS", "check_function", "check_optimizer", "check_net", "verify_all", "format_table"]
+__all__ = ["COLUMNS", "Cell", "Row", "FunctionSpec", "SPECS", "check_function", "check_optimizer", "check_net", "verify_all"]
 
 #: column key → header
 COLUMNS = {
@@ -258,6 +257,12 @@ def _max_diff(ours: Sequence[Tensor], ref: Sequence[Tensor], dtype: torch.dtype,
         if d > atol + rtol * float(b.double().abs().max()) and ok:
             ok, hint = False, compare_hint(a, b, sizes)
     return Cell(ok, f"{worst:.0e}", hint)
+
+
+def _worst(cells: Sequence[Cell]) -> Cell:
+    """The first failing cell, else a passing one with the largest difference of all."""
+    bad = [c for c in cells if c.ok is False]
+    return bad[0] if bad else Cell(True, f"{max(float(c.text) for c in cells):.0e}")
 
 
 def _values_and_grads(fn: Callable[..., Tensor], inputs: Sequence[Tensor], v: Optional[Tensor]) -> list[Tensor]:
@@ -534,9 +539,7 @@ def check_optimizer(name: str, ours_cls: Optional[type] = None) -> Row:
                     step_ref = torch.cat([(a - b).flatten() for a, b in zip(r1, i1)])
                     cell.hint = "first step: " + (_adam_hint(kw, step_ours, step_ref) or compare_hint(step_ours, step_ref))
                 cells.append(cell)
-        bad = [c for c in cells if c.ok is False]
-        worst = max(float(c.text) if c.text[0].isdigit() else math.inf for c in cells)
-        row.cells[key] = bad[0] if bad else Cell(True, f"{worst:.0e}")
+        row.cells[key] = _worst(cells)
     ok = all(row.cells[k].ok for k in ("fp32", "fp64", "extreme"))
     row.cells["lockstep"] = Cell(ok, f"{len(settings)}×{STEPS}")
     row.seconds = time.perf_counter() - start
@@ -556,73 +559,84 @@ def _adam_hint(kw: dict, ours: Tensor, ref: Tensor) -> str:
 
 
 # ----------------------------------------------------------------- the net
-def check_net(activation: str) -> Row:
-    """The custom net (fused one-node and per-op) against its nn.Sequential twin: value, gradients, 25 GD steps."""
-    from ..hand.nets import FeedForwardNet, SequentialNet  # noqa: PLC0415 (src.hand.nets imports src.hand.init only)
+def _nets(activation: str, dtype: torch.dtype, fused: bool = True) -> tuple[FeedForwardNet, SequentialNet]:
+    """The custom net on :data:`SIZES` and its ``nn.Sequential`` twin, built from the same seed (same weights)."""
+    kw = dict(inputs=SIZES[0], hidden_layers=list(SIZES[1:-1]), outputs=SIZES[-1], activation=activation, seed=0, dtype=dtype)
+    return FeedForwardNet(fused=fused, **kw), SequentialNet(**kw)
 
-    start = time.perf_counter()
-    row = Row(f"FeedForwardNet ({activation}) vs nn.Sequential twin", {"gradgrad": NA, "kink": NA})
-    hidden, sizes = list(SIZES[1:-1]), (B,)
 
-    def build(dtype: torch.dtype, fused: bool = True):
-        kw = dict(inputs=SIZES[0], hidden_layers=hidden, outputs=SIZES[-1], activation=activation, seed=0, dtype=dtype)
-        return FeedForwardNet(fused=fused, **kw), SequentialNet(**kw)
+def _loss_ours(net: FeedForwardNet, x: Tensor, t: Tensor) -> Tensor:
+    return HL.CrossEntropyLoss().from_logits(net.logits(x), t, net.weights())
 
-    def loss_ours(net, x, t):
-        return HL.CrossEntropyLoss().from_logits(net.logits(x), t, net.weights())
 
-    def loss_twin(net, x, t):
-        return F.cross_entropy(net.logits(x), t.argmax(-1))
+def _loss_twin(net: SequentialNet, x: Tensor, t: Tensor) -> Tensor:
+    return F.cross_entropy(net.logits(x), t.argmax(-1))
 
-    gen = torch.Generator().manual_seed(4)
-    x64, t64 = torch.randn(B, SIZES[0], generator=gen, dtype=torch.float64), _onehot(gen, SIZES[-1])
-    # gradcheck of the whole loss as a function of the custom net's parameters (fp64)
-    net, _ = build(torch.float64)
+
+def _net_gradcheck(activation: str, x: Tensor, t: Tensor) -> Cell:
+    """gradcheck of the whole loss as a function of the custom net's parameters (fp64)."""
+    net, _ = _nets(activation, torch.float64)
     params = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
 
-    def loss_of(*ps):
-        return HL.softmax_cross_entropy(FF.feed_forward(x64, activation, list(ps)), t64)
+    def loss_of(*ps: Tensor) -> Tensor:
+        return HL.softmax_cross_entropy(FF.feed_forward(x, activation, list(ps)), t)
 
     try:
         torch.autograd.gradcheck(loss_of, params, eps=1e-6, atol=1e-5, rtol=1e-3)
-        row.cells["gradcheck"] = Cell(True, "")
+        return Cell(True, "")
     except Exception as err:
-        row.cells["gradcheck"] = Cell(False, "", _gradcheck_hint(loss_of, params, sizes, err))
-    for key, dtype, scale in (("fp32", torch.float32, 1.0), ("fp64", torch.float64, 1.0), ("extreme", torch.float32, 30.0)):
-        x, t = (x64 * scale).to(dtype), t64.to(dtype)
-        worst = []
-        for fused, workspace in ((True, True), (True, False), (False, False)):
-            ours, twin = build(dtype, fused)
-            if workspace:
-                ours.workspace = FF.Workspace()  # the training path: buffers reused from step to step
-            lo, lt = loss_ours(ours, x, t), loss_twin(twin, x, t)
-            go = torch.autograd.grad(lo, list(ours.parameters()))
-            gt = torch.autograd.grad(lt, list(twin.parameters()))
-            worst.append(_max_diff([lo.detach(), *go], [lt.detach(), *gt], dtype, sizes, EXTREME_TOL if key == "extreme" else None))
-        bad = [c for c in worst if c.ok is False]
-        row.cells[key] = bad[0] if bad else Cell(True, f"{max(float(c.text) for c in worst):.0e}")
-    # 25 steps: our GD on our loss, torch's SGD on torch's loss; plain, and as training runs them
-    # (the workspace, and the step taken inside backward by post-accumulate-grad hooks)
+        return Cell(False, "", _gradcheck_hint(loss_of, params, (B,), err))
+
+
+def _net_against_twin(activation: str, x: Tensor, t: Tensor, tol: Optional[tuple[float, float]]) -> Cell:
+    """Loss and every gradient of the custom net against the twin's, in ``x``'s dtype: the one node
+    with the training path's reused workspace, the one node with fresh tensors, and per op."""
     cells = []
-    for fast in (False, True):
-        ours, twin = build(torch.float64)
-        opt_o, opt_t = HO.GD(ours.parameters(), lr=0.5), torch.optim.SGD(twin.parameters(), lr=0.5)
-        in_backward = fast
-        if in_backward:
-            ours.workspace = FF.Workspace()
-            opt_o.step_in_backward()
-        for _ in range(STEPS):
-            for net_, opt, loss in ((ours, opt_o, loss_ours), (twin, opt_t, loss_twin)):
-                opt.zero_grad()
-                loss(net_, x64, t64).backward()
-                if not (in_backward and opt is opt_o):
-                    opt.step()
-        if in_backward:
-            opt_o.step_in_backward(False)
-        ps_o, ps_t = [p.detach() for p in ours.parameters()], [p.detach() for p in twin.parameters()]
-        cells.append(_max_diff(ps_o, ps_t, torch.float64, sizes))
-    bad = [c for c in cells if c.ok is False]
-    row.cells["lockstep"] = bad[0] if bad else Cell(True, f"{max(float(c.text) for c in cells):.0e}")
+    for fused, workspace in ((True, True), (True, False), (False, False)):
+        ours, twin = _nets(activation, x.dtype, fused)
+        if workspace:
+            ours.workspace = FF.Workspace()  # the training path: buffers reused from step to step
+        lo, lt = _loss_ours(ours, x, t), _loss_twin(twin, x, t)
+        go = torch.autograd.grad(lo, list(ours.parameters()))
+        gt = torch.autograd.grad(lt, list(twin.parameters()))
+        cells.append(_max_diff([lo.detach(), *go], [lt.detach(), *gt], x.dtype, (B,), tol))
+    return _worst(cells)
+
+
+def _net_lockstep(activation: str, x: Tensor, t: Tensor, as_training: bool) -> Cell:
+    """25 steps: our GD on our loss, torch's SGD on torch's loss; the parameters' largest difference.
+
+    ``as_training``: as fit runs them, with the workspace and the step taken inside backward by
+    post-accumulate-grad hooks.
+    """
+    ours, twin = _nets(activation, torch.float64)
+    opt_o, opt_t = HO.GD(ours.parameters(), lr=0.5), torch.optim.SGD(twin.parameters(), lr=0.5)
+    if as_training:
+        ours.workspace = FF.Workspace()
+        opt_o.step_in_backward()
+    for _ in range(STEPS):
+        for net, opt, loss in ((ours, opt_o, _loss_ours), (twin, opt_t, _loss_twin)):
+            opt.zero_grad()
+            loss(net, x, t).backward()
+            if not (as_training and opt is opt_o):  # ours has stepped inside backward
+                opt.step()
+    if as_training:
+        opt_o.step_in_backward(False)
+    ps_o, ps_t = [p.detach() for p in ours.parameters()], [p.detach() for p in twin.parameters()]
+    return _max_diff(ps_o, ps_t, torch.float64, (B,))
+
+
+def check_net(activation: str) -> Row:
+    """The custom net (fused one-node and per-op) against its nn.Sequential twin: value, gradients, 25 GD steps."""
+    start = time.perf_counter()
+    row = Row(f"FeedForwardNet ({activation}) vs nn.Sequential twin", {"gradgrad": NA, "kink": NA})
+    gen = torch.Generator().manual_seed(4)
+    x64, t64 = torch.randn(B, SIZES[0], generator=gen, dtype=torch.float64), _onehot(gen, SIZES[-1])
+    row.cells["gradcheck"] = _net_gradcheck(activation, x64, t64)
+    for key, dtype, scale in (("fp32", torch.float32, 1.0), ("fp64", torch.float64, 1.0), ("extreme", torch.float32, 30.0)):
+        tol = EXTREME_TOL if key == "extreme" else None
+        row.cells[key] = _net_against_twin(activation, (x64 * scale).to(dtype), t64.to(dtype), tol)
+    row.cells["lockstep"] = _worst([_net_lockstep(activation, x64, t64, as_training) for as_training in (False, True)])
     row.seconds = time.perf_counter() - start
     return row
 
@@ -633,16 +647,3 @@ def verify_all() -> list[Row]:
     rows += [check_optimizer(n) for n in OPTIMIZER_SETTINGS]
     rows += [check_net(a) for a in ("sigmoid", "tanh", "relu")]
     return rows
-
-
-# --------------------------------------------------------------------- CLI
-def format_table(rows: Sequence[Row], first: str = "piece") -> str:
-    head = [first, *COLUMNS.values(), "result"]
-    body = [[r.piece, *(r.cells.get(k, NA).show() for k in COLUMNS), "pass" if r.passed else "FAIL"] for r in rows]
-    widths = [max(len(str(line[i])) for line in [head, *body]) for i in range(len(head))]
-    fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
-    out = [fmt(head), fmt(["-" * w for w in widths])]
-    for r, line in zip(rows, body):
-        out.append(fmt(line))
-        out += [f"    ↳ {h}" for h in r.hints()]
-    return "\n".join(out)

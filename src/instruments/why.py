@@ -1,6 +1,6 @@
 """The report's comparison figure and its "why the activations differ" section (issue 12).
 
-:func:`write_why` is called by :func:`src.report.write_report`; it adds to ``REPORT.md``
+:func:`write_why` is called by :func:`src.instruments.results.write_report`; it adds to ``REPORT.md``
 
 * ``val_accuracy.png``: every run's validation accuracy per epoch on the same axes;
 * ``why_activations.png``: the gradient-flow diagnostics of :mod:`src.instruments.diagnostics` side by side for
