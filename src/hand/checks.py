@@ -59,11 +59,10 @@ def check_float(fn: str, x: Any, name: str = "x") -> None:
     raise TypeError(f"{fn}: {name} must be {_FLOATING}; got {describe(x)}{why}")
 
 
-def _same_dtype(fn: str, named: dict[str, Tensor]) -> None:
-    dtypes = {x.dtype for x in named.values()}
-    if len(dtypes) > 1:
-        got = _and([f"{k} {str(x.dtype).removeprefix('torch.')}" for k, x in named.items()])
-        raise TypeError(f"{fn}: {_and(list(named))} must share one dtype; got {got} (convert with .to(dtype))")
+def _dtype_error(fn: str, names: Sequence[str], tensors: Sequence[Tensor]) -> TypeError:
+    """The error for tensors of more than one dtype (built only when there is one)."""
+    words = [f"{n} {str(x.dtype).removeprefix('torch.')}" for n, x in zip(names, tensors)]
+    return TypeError(f"{fn}: {_and(list(names))} must share one dtype; got {_and(words)} (convert with .to(dtype))")
 
 
 def _and(words: list[str]) -> str:
@@ -72,15 +71,17 @@ def _and(words: list[str]) -> str:
 
 def check_linear(x: Any, weight: Any, bias: Any) -> None:
     """``x (batch, in)``, ``weight (out, in)``, ``bias (out,)``, floating, one dtype."""
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        check_float("linear", t, name)
-    if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1] or tuple(bias.shape) != (weight.shape[0],):
+    check_float("linear", x, "x")
+    check_float("linear", weight, "weight")
+    check_float("linear", bias, "bias")
+    if x.dim() != 2 or weight.dim() != 2 or bias.dim() != 1 or x.shape[1] != weight.shape[1] or bias.shape[0] != weight.shape[0]:
         raise ValueError(
             "linear takes x (batch, in_features), weight (out_features, in_features) and bias (out_features,); "
             f"got x {tuple(x.shape)}, weight {tuple(weight.shape)}, bias {tuple(bias.shape)} "
             "(F.linear also maps x of other shapes over its last dim: reshape x to (-1, in_features) first)"
         )
-    _same_dtype("linear", {"x": x, "weight": weight, "bias": bias})
+    if weight.dtype != x.dtype or bias.dtype != x.dtype:
+        raise _dtype_error("linear", ("x", "weight", "bias"), (x, weight, bias))
 
 
 def check_same(fn: str, a: Any, b: Any, names: tuple[str, str] = ("pred", "target")) -> None:
@@ -96,7 +97,8 @@ def check_same(fn: str, a: Any, b: Any, names: tuple[str, str] = ("pred", "targe
             f"{fn} takes {names[0]} and {names[1]} of the same shape; got {names[0]} {tuple(a.shape)} and "
             f"{names[1]} {tuple(b.shape)} ({torch_would}); give both the same shape"
         )
-    _same_dtype(fn, dict(zip(names, (a, b))))
+    if a.dtype != b.dtype:
+        raise _dtype_error(fn, names, (a, b))
 
 
 def check_class_target(fn: str, x: Any, target: Any, name: str) -> bool:
@@ -115,10 +117,11 @@ def check_class_target(fn: str, x: Any, target: Any, name: str) -> bool:
     if isinstance(target, Tensor) and target.is_floating_point():  # one-hot or probability rows
         if target.shape != x.shape:
             raise ValueError(
-                f"{fn}: a floating target holds one-hot or probability rows of {name}'s shape {tuple(x.shape)}; "
+                f"{fn}: a floating target holds one-hot or probability rows shaped like {name} {tuple(x.shape)}; "
                 f"got target {tuple(target.shape)} (class indices are int64 of shape {tuple(x.shape[:-1])})"
             )
-        _same_dtype(fn, {name: x, "target": target})
+        if target.dtype != x.dtype:
+            raise _dtype_error(fn, (name, "target"), (x, target))
         return False
     rows, classes = tuple(x.shape[:-1]), x.shape[-1]
     if not isinstance(target, Tensor) or target.dtype != torch.int64 or tuple(target.shape) != rows:
@@ -143,9 +146,12 @@ def check_weights(fn: str, weights: Any) -> list[Tensor]:
     weights = list(weights)
     if not weights:
         raise ValueError(f"{fn}: weights is empty; it takes at least one weight tensor")
+    check_float(fn, weights[0], "weights[0]")
+    dtype = weights[0].dtype
     for i, w in enumerate(weights):
-        check_float(fn, w, f"weights[{i}]")
-    _same_dtype(fn, {f"weights[{i}]": w for i, w in enumerate(weights)})
+        if not (isinstance(w, Tensor) and w.dtype == dtype):  # the same dtype as a floating one: floating
+            check_float(fn, w, f"weights[{i}]")
+            raise _dtype_error(fn, ("weights[0]", f"weights[{i}]"), (weights[0], w))
     return weights
 
 

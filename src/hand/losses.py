@@ -43,6 +43,7 @@ __all__ = [
     "mse_loss",
     "cross_entropy",
     "softmax_cross_entropy",
+    "one_hot_rows",
     "l1_penalty",
     "l2_penalty",
     "add",
@@ -60,8 +61,11 @@ def _rows(x: Tensor) -> int:
     return 1 if x.dim() == 1 else x.shape[0]
 
 
-def _onehot(labels: Tensor, like: Tensor) -> Tensor:
-    """The one-hot rows that int64 class indices ``(B,)`` stand for, as ``like`` ``(B, C)``."""
+def one_hot_rows(labels: Tensor, like: Tensor) -> Tensor:
+    """The one-hot rows ``(B, C)`` that int64 class indices ``(B,)`` stand for, in ``like``'s dtype.
+
+    The cross-entropy Functions take rows; the wrappers turn class indices into these first.
+    """
     return torch.nn.functional.one_hot(labels, like.shape[-1]).to(like.dtype)
 
 
@@ -220,7 +224,7 @@ def cross_entropy(probs: Tensor, target: Tensor) -> Tensor:
     (``F.nll_loss(probs.log(), target)``).
     """
     if check_class_target("cross_entropy", probs, target, "probs"):
-        target = _onehot(target, probs)
+        target = one_hot_rows(target, probs)
     return CrossEntropy.apply(probs, target)
 
 
@@ -231,7 +235,7 @@ def softmax_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     or int64 class indices ``(B,)`` (``()`` for unbatched logits).
     """
     if check_class_target("softmax_cross_entropy", logits, target, "logits"):
-        target = _onehot(target, logits)
+        target = one_hot_rows(target, logits)
     return SoftmaxCrossEntropy.apply(logits, target)
 
 
