@@ -6,7 +6,9 @@ line instead of giving a silently wrong value or gradient.  The rules, and what 
 
 * tensors are of a real floating dtype (float16, bfloat16, float32, float64): complex ones are
   refused (torch differentiates them with conjugated gradients; the derivatives here are real),
-  integer and bool ones too (nothing to differentiate; torch raises for most of them);
+  integer and bool ones too (nothing to differentiate: ``torch.softmax``, ``F.cross_entropy`` and
+  ``F.mse_loss`` raise for them, ``torch.sigmoid`` / ``tanh`` promote them to float, ``torch.relu``
+  keeps integers and refuses bool);
 * two tensors combined element by element (``mse_loss``, ``add``, one-hot targets) have the same
   shape and dtype: torch would broadcast (``F.mse_loss`` only warns) and promote;
 * cross-entropy takes ``(B, C)`` or unbatched ``(C,)`` inputs, with targets either floating rows of
