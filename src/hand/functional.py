@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
+from .checks import check_float, check_linear
+
 __all__ = ["HandFunction", "Linear", "ReLU", "Sigmoid", "Tanh", "Softmax", "Identity", "linear", "relu", "sigmoid", "tanh", "softmax", "identity", "ACTIVATIONS"]
 
 
@@ -235,31 +237,37 @@ class Identity(HandFunction):
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``x @ weight.T + bias`` with a hand-derived backward (see :class:`Linear`)."""
+    check_linear(x, weight, bias)
     return Linear.apply(x, weight, bias)
 
 
 def relu(x: Tensor) -> Tensor:
     """ReLU with a hand-derived backward (see :class:`ReLU`)."""
+    check_float("relu", x)
     return ReLU.apply(x)
 
 
 def sigmoid(x: Tensor) -> Tensor:
     """Logistic sigmoid with a hand-derived backward (see :class:`Sigmoid`)."""
+    check_float("sigmoid", x)
     return Sigmoid.apply(x)
 
 
 def tanh(x: Tensor) -> Tensor:
     """Hyperbolic tangent with a hand-derived backward (see :class:`Tanh`)."""
+    check_float("tanh", x)
     return Tanh.apply(x)
 
 
 def softmax(x: Tensor) -> Tensor:
     """Softmax over the last dimension with a hand-derived backward (see :class:`Softmax`)."""
+    check_float("softmax", x)
     return Softmax.apply(x)
 
 
 def identity(x: Tensor) -> Tensor:
     """The course report's "Linear" activation, ``f(x) = x`` (see :class:`Identity`)."""
+    check_float("identity", x)
     return Identity.apply(x)
 
 

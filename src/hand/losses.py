@@ -3,8 +3,8 @@
 Definitions (``B`` = batch size, ``N`` = number of elements of ``pred``)::
 
     mse_loss(p, t)               = (1/N) Σ (p − t)²               (same as F.mse_loss)
-    cross_entropy(p, t)          = −(1/B) Σ_b Σ_k t_bk log p_bk   (p: probabilities)
-    softmax_cross_entropy(z, t)  = cross_entropy(softmax(z), t), computed from logits z
+    cross_entropy(p, t)          = −(1/B) Σ_b Σ_k t_bk log p_bk   (p: probabilities; = F.nll_loss(log p, y))
+    softmax_cross_entropy(z, t)  = cross_entropy(softmax(z), t), computed from logits z (= F.cross_entropy)
     l1_penalty(α, W₁…W_L)        = α Σ_l Σ_ij |W_l,ij|
     l2_penalty(α, W₁…W_L)        = (α/2) Σ_l Σ_ij W_l,ij²
 
@@ -13,6 +13,14 @@ that is what ``torch.optim.SGD(weight_decay=α)`` adds to the gradient, and it i
 added **once per step**, independent of the batch size, because the data term
 is a *mean* over the batch.  Penalties apply to weight matrices only, never to
 biases.
+
+What the public functions take (:mod:`~src.hand.checks` refuses anything else in one line, before
+any work): the cross-entropies take ``(B, C)`` or unbatched ``(C,)`` inputs, and targets that are
+either one-hot or probability rows of the input's shape and dtype (the course report's form, the
+training path's) or int64 class indices of shape ``(B,)`` (``()`` when unbatched) in ``[0, C)``, as
+``F.cross_entropy``; class indices stand for their one-hot rows, so one Function serves both.
+``mse_loss`` takes ``pred`` and ``target`` of the same shape and dtype (``F.mse_loss`` would
+broadcast, with a warning).  Every tensor is of a real floating dtype.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor
 
+from .checks import check_alpha, check_choice, check_class_target, check_same, check_weights
 from .functional import HandFunction, softmax
 
 __all__ = [
@@ -34,6 +43,7 @@ __all__ = [
     "mse_loss",
     "cross_entropy",
     "softmax_cross_entropy",
+    "one_hot_rows",
     "l1_penalty",
     "l2_penalty",
     "add",
@@ -44,6 +54,19 @@ __all__ = [
 
 #: Allowed values of ``regularization`` (``"none"`` is the CLI's spelling of ``None``).
 REGULARIZATIONS = (None, "none", "l1", "l2")
+
+
+def _rows(x: Tensor) -> int:
+    """``B``, the number of rows the cross-entropies average over: 1 for an unbatched ``(C,)`` input."""
+    return 1 if x.dim() == 1 else x.shape[0]
+
+
+def one_hot_rows(labels: Tensor, like: Tensor) -> Tensor:
+    """The one-hot rows ``(B, C)`` that int64 class indices ``(B,)`` stand for, in ``like``'s dtype.
+
+    The cross-entropy Functions take rows; the wrappers turn class indices into these first.
+    """
+    return torch.nn.functional.one_hot(labels, like.shape[-1]).to(like.dtype)
 
 
 class MSELoss(HandFunction):
@@ -80,7 +103,7 @@ class CrossEntropy(HandFunction):
     @staticmethod
     def forward(probs: Tensor, target: Tensor) -> Tensor:
         p = probs.clamp_min(torch.finfo(probs.dtype).tiny)
-        return -(target * p.log()).sum() / probs.shape[0]
+        return -(target * p.log()).sum() / _rows(probs)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -91,7 +114,7 @@ class CrossEntropy(HandFunction):
     def backward(ctx: Any, grad: Tensor):
         probs, target = ctx.saved_tensors
         p = probs.clamp_min(torch.finfo(probs.dtype).tiny)
-        scale = grad / probs.shape[0]
+        scale = grad / _rows(probs)
         grad_p = -target / p * scale if ctx.needs_input_grad[0] else None
         grad_t = -p.log() * scale if ctx.needs_input_grad[1] else None
         return grad_p, grad_t
@@ -110,7 +133,7 @@ class SoftmaxCrossEntropy(HandFunction):
     @staticmethod
     def forward(logits: Tensor, target: Tensor) -> Tensor:
         log_y = logits - logits.logsumexp(-1, keepdim=True)
-        return -(target * log_y).sum() / logits.shape[0]
+        return -(target * log_y).sum() / _rows(logits)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -120,7 +143,7 @@ class SoftmaxCrossEntropy(HandFunction):
     @staticmethod
     def backward(ctx: Any, grad: Tensor):
         logits, target = ctx.saved_tensors
-        scale = grad / logits.shape[0]
+        scale = grad / _rows(logits)
         grad_z = grad_t = None
         if ctx.needs_input_grad[0]:
             if torch.is_grad_enabled():  # double backward: build it from our own Functions
@@ -189,32 +212,46 @@ class Add(HandFunction):
 
 
 def mse_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error over all elements (see :class:`MSELoss`)."""
+    """Mean squared error over all elements of ``pred`` and ``target``, of one shape (see :class:`MSELoss`)."""
+    check_same("mse_loss", pred, target)
     return MSELoss.apply(pred, target)
 
 
-def cross_entropy(probs: Tensor, target_onehot: Tensor) -> Tensor:
-    """Batch-mean cross-entropy on probabilities (see :class:`CrossEntropy`)."""
-    return CrossEntropy.apply(probs, target_onehot)
+def cross_entropy(probs: Tensor, target: Tensor) -> Tensor:
+    """Batch-mean cross-entropy on probabilities ``(B, C)`` or ``(C,)`` (see :class:`CrossEntropy`).
+
+    ``target``: one-hot or probability rows of ``probs``' shape, or int64 class indices ``(B,)``
+    (``F.nll_loss(probs.log(), target)``).
+    """
+    if check_class_target("cross_entropy", probs, target, "probs"):
+        target = one_hot_rows(target, probs)
+    return CrossEntropy.apply(probs, target)
 
 
-def softmax_cross_entropy(logits: Tensor, target_onehot: Tensor) -> Tensor:
-    """``cross_entropy(softmax(logits), target)`` fused and stable (see :class:`SoftmaxCrossEntropy`)."""
-    return SoftmaxCrossEntropy.apply(logits, target_onehot)
+def softmax_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """``cross_entropy(softmax(logits), target)`` fused and stable; ``F.cross_entropy`` (see :class:`SoftmaxCrossEntropy`).
+
+    ``logits``: ``(B, C)`` or ``(C,)``; ``target``: one-hot or probability rows of ``logits``' shape,
+    or int64 class indices ``(B,)`` (``()`` for unbatched logits).
+    """
+    if check_class_target("softmax_cross_entropy", logits, target, "logits"):
+        target = one_hot_rows(target, logits)
+    return SoftmaxCrossEntropy.apply(logits, target)
 
 
 def l1_penalty(weights: Sequence[Tensor], alpha: float) -> Tensor:
     """``α Σ |W|`` over all given weight matrices (see :class:`L1Penalty`)."""
-    return L1Penalty.apply(float(alpha), *weights)
+    return L1Penalty.apply(check_alpha(alpha), *check_weights("l1_penalty", weights))
 
 
 def l2_penalty(weights: Sequence[Tensor], alpha: float) -> Tensor:
     """``(α/2) Σ W²`` over all given weight matrices (see :class:`L2Penalty`)."""
-    return L2Penalty.apply(float(alpha), *weights)
+    return L2Penalty.apply(check_alpha(alpha), *check_weights("l2_penalty", weights))
 
 
 def add(a: Tensor, b: Tensor) -> Tensor:
-    """``a + b`` with a hand-written backward (see :class:`Add`)."""
+    """``a + b`` of one shape and dtype, with a hand-written backward (see :class:`Add`)."""
+    check_same("add", a, b, ("a", "b"))
     return Add.apply(a, b)
 
 
@@ -227,30 +264,26 @@ class _PenalizedLoss:
     _data_loss = staticmethod(mse_loss)
 
     def __init__(self, alpha: float = 0.0, regularization: str | None = None) -> None:
-        if regularization not in REGULARIZATIONS:
-            raise ValueError(
-                f"regularization={regularization!r} is not supported; "
-                "allowed: None, 'none', 'l1', 'l2'"
-            )
-        alpha = float(alpha)
-        if not alpha >= 0:  # also rejects NaN
-            raise ValueError(f"alpha={alpha!r} must be >= 0")
-        self.alpha = alpha
+        check_choice("regularization", regularization, REGULARIZATIONS)
+        self.alpha = check_alpha(alpha)
         self.regularization = None if regularization == "none" else regularization
 
     def penalty(self, weights: Iterable[Tensor]) -> Tensor | None:
         """The weight penalty alone, or ``None`` when there is none."""
-        weights = list(weights)
-        if self.regularization is None or self.alpha == 0 or not weights:
+        if self.regularization is None or self.alpha == 0:
             return None
+        if not isinstance(weights, Tensor):  # a lone tensor goes on to the penalty, which refuses it
+            weights = list(weights)
+            if not weights:
+                return None
         return _PENALTIES[self.regularization](weights, self.alpha)
 
     def _with_penalty(self, loss: Tensor, weights: Iterable[Tensor]) -> Tensor:
-        penalty = self.penalty(weights)
-        return loss if penalty is None else add(loss, penalty)
+        penalty = self.penalty(weights)  # both 0-d and ours: no argument to check
+        return loss if penalty is None else Add.apply(loss, penalty)
 
     def __call__(self, y_pred: Tensor, y_true: Tensor, weights: Iterable[Tensor] = ()) -> Tensor:
-        """Data loss of ``y_pred`` against one-hot ``y_true`` plus the penalty over ``weights``."""
+        """Data loss of ``y_pred`` against ``y_true`` (one-hot rows; class indices for cross-entropy) plus the penalty over ``weights``."""
         return self._with_penalty(self._data_loss(y_pred, y_true), weights)
 
     def __repr__(self) -> str:

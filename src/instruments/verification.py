@@ -475,6 +475,10 @@ def _specs() -> list[FunctionSpec]:
                      lambda p, t: F.nll_loss(p.log(), t.argmax(-1)),
                      lambda g: [_probs(g), _onehot(g)],
                      extreme=lambda g: [_probs(g, scale=12.0), _onehot(g)]),  # probabilities down to ~1e-30
+        FunctionSpec("SoftmaxCrossEntropy (class indices)", HL.SoftmaxCrossEntropy,
+                     lambda cls, z, y: cls.apply(z, HL.one_hot_rows(y, z)), F.cross_entropy,
+                     lambda g: [_n(g, B, 4), _onehot(g).argmax(-1)],  # int64 labels (B,), as F.cross_entropy takes
+                     extreme=lambda g: [_n(g, B, 4, scale=1e4), _onehot(g).argmax(-1)]),
         FunctionSpec("SoftmaxCrossEntropy (logits)", HL.SoftmaxCrossEntropy, lambda cls, z, t: cls.apply(z, t),
                      F.cross_entropy, lambda g: [_n(g, B, 4), _onehot(g)],
                      extreme=lambda g: [_n(g, B, 4, scale=1e4), _onehot(g)]),
