@@ -157,6 +157,16 @@ def check_weights(fn: str, weights: Any) -> list[Tensor]:
     return weights
 
 
+def check_smoothing(label_smoothing: Any) -> float:
+    """Label smoothing ε as a float in [0, 1], as ``F.cross_entropy`` takes it (``ValueError`` / ``TypeError`` naming it)."""
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+        raise TypeError(f"label_smoothing={label_smoothing!r} must be a real number in [0, 1]; got {describe(label_smoothing)}")
+    label_smoothing = float(label_smoothing)
+    if not 0.0 <= label_smoothing <= 1.0:  # also rejects NaN
+        raise ValueError(f"label_smoothing={label_smoothing!r} must be in [0, 1] (0 = off)")
+    return label_smoothing
+
+
 def check_alpha(alpha: Any) -> float:
     """A penalty's strength α as a float: a finite real number ≥ 0 (``ValueError`` / ``TypeError`` naming it)."""
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):

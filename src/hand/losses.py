@@ -5,6 +5,7 @@ Definitions (``B`` = batch size, ``N`` = number of elements of ``pred``)::
     mse_loss(p, t)               = (1/N) Σ (p − t)²               (same as F.mse_loss)
     cross_entropy(p, t)          = −(1/B) Σ_b Σ_k t_bk log p_bk   (p: probabilities; = F.nll_loss(log p, y))
     softmax_cross_entropy(z, t)  = cross_entropy(softmax(z), t), computed from logits z (= F.cross_entropy)
+    softmax_cross_entropy(z, t, ε) = the same against ((1 − ε) t + ε/K)  (label smoothing, K classes)
     l1_penalty(α, W₁…W_L)        = α Σ_l Σ_ij |W_l,ij|
     l2_penalty(α, W₁…W_L)        = (α/2) Σ_l Σ_ij W_l,ij²
 
@@ -30,7 +31,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from .checks import check_alpha, check_choice, check_class_target, check_same, check_weights
+from .checks import check_alpha, check_choice, check_class_target, check_same, check_smoothing, check_weights
 from .functional import HandFunction, softmax
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "cross_entropy",
     "softmax_cross_entropy",
     "one_hot_rows",
+    "smoothed",
     "l1_penalty",
     "l2_penalty",
     "add",
@@ -120,39 +122,56 @@ class CrossEntropy(HandFunction):
         return grad_p, grad_t
 
 
+def smoothed(target: Tensor, label_smoothing: float) -> Tensor:
+    """The smoothed target rows ``t̃ = (1 − ε) t + ε/K`` (``K`` classes); ``t`` itself when ``ε = 0``."""
+    if label_smoothing == 0:
+        return target
+    return target * (1 - label_smoothing) + label_smoothing / target.shape[-1]
+
+
 class SoftmaxCrossEntropy(HandFunction):
-    """Fused softmax + cross-entropy on logits ``z`` (rows of ``t`` need not be one-hot).
+    """Fused softmax + cross-entropy on logits ``z`` (rows of ``t`` need not be one-hot), with label smoothing ε.
 
-    With ``log y = z − logsumexp(z)`` (finite for any finite ``z``)::
+    With ``log y = z − logsumexp(z)`` (finite for any finite ``z``) and the smoothed target
+    ``t̃ = (1 − ε) t + ε/K`` (``K`` classes; ``t̃ = t`` for ε = 0, as ``F.cross_entropy``'s
+    ``label_smoothing``)::
 
-        L     = −(1/B) Σ t ⊙ log y
-        ∂L/∂z = (y Σ_k t_k − t) / B       (= (y − t)/B for one-hot rows)
-        ∂L/∂t = −log y / B
+        L     = −(1/B) Σ t̃ ⊙ log y
+        ∂L/∂z = (y Σ_k t̃_k − t̃) / B      (= (y − t̃)/B for one-hot rows: Σ_k t̃_k = 1)
+        ∂L/∂t = −(1 − ε) log y / B
+
+    since ``∂ log y_k / ∂z_j = δ_kj − y_j``: smoothing moves the target the softmax is pulled
+    towards, not the form of the gradient.
     """
 
     @staticmethod
-    def forward(logits: Tensor, target: Tensor) -> Tensor:
+    def forward(logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
         log_y = logits - logits.logsumexp(-1, keepdim=True)
-        return -(target * log_y).sum() / _rows(logits)
+        return -(smoothed(target, label_smoothing) * log_y).sum() / _rows(logits)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        logits, target = inputs
+        logits, target, label_smoothing = inputs
+        ctx.label_smoothing = label_smoothing
         ctx.save_for_backward(logits, target)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):
         logits, target = ctx.saved_tensors
+        eps = ctx.label_smoothing
         scale = grad / _rows(logits)
+        t = smoothed(target, eps)  # (B, K)
         grad_z = grad_t = None
         if ctx.needs_input_grad[0]:
             if torch.is_grad_enabled():  # double backward: build it from our own Functions
-                grad_z = (softmax(logits) * target.sum(-1, keepdim=True) - target) * scale
+                grad_z = (softmax(logits) * t.sum(-1, keepdim=True) - t) * scale
             else:  # the usual case: the same formula in place, on a fresh softmax
-                grad_z = torch.softmax(logits, -1).mul_(target.sum(-1, keepdim=True)).sub_(target).mul_(scale)
+                grad_z = torch.softmax(logits, -1).mul_(t.sum(-1, keepdim=True)).sub_(t).mul_(scale)
         if ctx.needs_input_grad[1]:
             grad_t = -(logits - logits.logsumexp(-1, keepdim=True)) * scale
-        return grad_z, grad_t
+            if eps:
+                grad_t = grad_t * (1 - eps)
+        return grad_z, grad_t, None
 
 
 class L1Penalty(HandFunction):
@@ -228,15 +247,17 @@ def cross_entropy(probs: Tensor, target: Tensor) -> Tensor:
     return CrossEntropy.apply(probs, target)
 
 
-def softmax_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+def softmax_cross_entropy(logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """``cross_entropy(softmax(logits), target)`` fused and stable; ``F.cross_entropy`` (see :class:`SoftmaxCrossEntropy`).
 
     ``logits``: ``(B, C)`` or ``(C,)``; ``target``: one-hot or probability rows of ``logits``' shape,
-    or int64 class indices ``(B,)`` (``()`` for unbatched logits).
+    or int64 class indices ``(B,)`` (``()`` for unbatched logits); ``label_smoothing`` ε in [0, 1]
+    mixes each target row with the uniform one, ``(1 − ε) t + ε/K``, as ``F.cross_entropy`` does.
     """
+    eps = check_smoothing(label_smoothing)
     if check_class_target("softmax_cross_entropy", logits, target, "logits"):
         target = one_hot_rows(target, logits)
-    return SoftmaxCrossEntropy.apply(logits, target)
+    return SoftmaxCrossEntropy.apply(logits, target, eps)
 
 
 def l1_penalty(weights: Sequence[Tensor], alpha: float) -> Tensor:
@@ -304,6 +325,23 @@ class CrossEntropyLoss(_PenalizedLoss):
 
     _data_loss = staticmethod(cross_entropy)
 
+    def __init__(self, alpha: float = 0.0, regularization: str | None = None, label_smoothing: float = 0.0) -> None:
+        super().__init__(alpha, regularization)
+        #: ε of :class:`SoftmaxCrossEntropy`: only the fused path from logits smooths (torch's nll_loss has no ε)
+        self.label_smoothing = check_smoothing(label_smoothing)
+
+    def __call__(self, y_pred: Tensor, y_true: Tensor, weights: Iterable[Tensor] = ()) -> Tensor:
+        if self.label_smoothing:
+            raise ValueError(
+                f"label_smoothing={self.label_smoothing} needs the logits: call from_logits (a softmax output "
+                "layer); the cross-entropy on probabilities has no smoothing, like F.nll_loss"
+            )
+        return super().__call__(y_pred, y_true, weights)
+
     def from_logits(self, logits: Tensor, y_true: Tensor, weights: Iterable[Tensor] = ()) -> Tensor:
-        """Same value as ``self(softmax(logits), y_true, weights)``, computed stably from logits."""
-        return self._with_penalty(softmax_cross_entropy(logits, y_true), weights)
+        """Same value as ``self(softmax(logits), y_true, weights)``, computed stably from logits (smoothed by ε)."""
+        return self._with_penalty(softmax_cross_entropy(logits, y_true, self.label_smoothing), weights)
+
+    def __repr__(self) -> str:  # the course report's repr, and ε only when it smooths
+        base = super().__repr__()
+        return f"{base[:-1]}, label_smoothing={self.label_smoothing})" if self.label_smoothing else base

@@ -82,8 +82,20 @@ class _NoBiasCorrectionAdam(HO.Adam):
             p.addcdiv_(st["m"], st["v"].sqrt().add_(group["eps"]), value=-group["lr"])  # the bug: no m̂, v̂
 
 
+def _save_logits_target(ctx, inputs, output):
+    ctx.label_smoothing = inputs[2]
+    ctx.save_for_backward(inputs[0], inputs[1])
+
+
+def _unsmoothed_backward(ctx, g):
+    """Label smoothing in the forward only: the gradient still pulls towards the one-hot ``t`` (the bug)."""
+    z, t = ctx.saved_tensors
+    return (torch.softmax(z, -1) - t) * g / z.shape[0], None, None
+
+
 def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
     """``(bug, piece, run)``: each planted bug, the piece it goes into, and the checks of that piece on it."""
+    by_name = {s.name: s for s in SPECS}
     spec = {s.cls.__name__ if not s.name.startswith("FeedForward") else s.name: s for s in SPECS}
     wsp = {a: spec.get(f"FeedForward ({a}, one node, workspace)", spec[f"FeedForward ({a}, one node)"]) for a in ("sigmoid", "relu")}
     ff = {a: spec[f"FeedForward ({a}, one node)"] for a in ("sigmoid", "tanh", "relu")}
@@ -120,6 +132,8 @@ def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
         ("flipped sign", "CrossEntropy", fn(spec["CrossEntropy"], _wrap(HL.CrossEntropy, "FlippedCE", neg))),
         ("sum for mean (no 1/B)", "SoftmaxCrossEntropy",
          fn(spec["SoftmaxCrossEntropy"], _wrap(HL.SoftmaxCrossEntropy, "SumSoftmaxCE", _map(_batch_scale)))),
+        ("gradient against the unsmoothed target ((y − t)/B for (y − t̃)/B)", "SoftmaxCrossEntropy (label smoothing)",
+         fn(by_name["SoftmaxCrossEntropy (label smoothing 0.1)"], _replace(HL.SoftmaxCrossEntropy, "UnsmoothedSoftmaxCE", _unsmoothed_backward, _save_logits_target))),
         ("missing ½ (∂P/∂W = 2αW)", "L2Penalty", fn(spec["L2Penalty"], _wrap(HL.L2Penalty, "NoHalfL2", times2))),
         ("sign(0) = 1 at the kink", "L1Penalty",
          fn(spec["L1Penalty"], _replace(HL.L1Penalty, "KinkL1",

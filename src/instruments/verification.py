@@ -479,6 +479,11 @@ def _specs() -> list[FunctionSpec]:
                      lambda cls, z, y: cls.apply(z, HL.one_hot_rows(y, z)), F.cross_entropy,
                      lambda g: [_n(g, B, 4), _onehot(g).argmax(-1)],  # int64 labels (B,), as F.cross_entropy takes
                      extreme=lambda g: [_n(g, B, 4, scale=1e4), _onehot(g).argmax(-1)]),
+        FunctionSpec("SoftmaxCrossEntropy (label smoothing 0.1)", HL.SoftmaxCrossEntropy,
+                     lambda cls, z, y: cls.apply(z, HL.one_hot_rows(y, z), 0.1),
+                     lambda z, y: F.cross_entropy(z, y, label_smoothing=0.1),
+                     lambda g: [_n(g, B, 4), _onehot(g).argmax(-1)],
+                     extreme=lambda g: [_n(g, B, 4, scale=1e4), _onehot(g).argmax(-1)]),
         FunctionSpec("SoftmaxCrossEntropy (logits)", HL.SoftmaxCrossEntropy, lambda cls, z, t: cls.apply(z, t),
                      F.cross_entropy, lambda g: [_n(g, B, 4), _onehot(g)],
                      extreme=lambda g: [_n(g, B, 4, scale=1e4), _onehot(g)]),
