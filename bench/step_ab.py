@@ -32,7 +32,8 @@ median and quartiles of the ratios, and in how many fits the hook won:
 * ``step``: the raw ``step`` between ``LightningOptimizer._on_before_step`` / ``_on_after_step``
   (``lightning_private.counted_step``) against ``LightningOptimizer.step`` (strategy, precision
   plugin, closure, hooks);
-* ``dropped``: the first three together (removed from src/: each inside the noise);
+* ``dropped``: the first three together (removed from src/: each inside the noise); any names
+  joined by commas (``state_key,signature``) switch together;
 * ``all``: the four together against none of them;
 * ``none``: the same code twice (A/A), the spread of the machine's noise.
 """
@@ -165,8 +166,11 @@ def _public_step(lightning_opt, update=None):  # the public path: strategy, prec
 DROPPED = ("fx_name", "state_key", "signature")  # measured, inside the noise, removed from src/
 
 
+HOOKS = ("fx_name", "state_key", "signature", "step")
+
+
 def hook(name: str, on: bool) -> contextlib.AbstractContextManager:
-    """The context in which the fit path runs with hook ``name`` on or off."""
+    """The context in which the fit path runs with hook ``name`` on or off (``a,b``: several together)."""
     if name == "fx_name":
         return _class_attr(MLPClassifier, "__setattr__", _fx_name_setattr if on else nn.Module.__setattr__)
     if name == "state_key":
@@ -178,7 +182,8 @@ def hook(name: str, on: bool) -> contextlib.AbstractContextManager:
     stack = contextlib.ExitStack()
     if name == "none":  # A/A
         return stack
-    for each in DROPPED if name == "dropped" else (*DROPPED, "step"):  # "dropped" or "all"
+    names = {"dropped": DROPPED, "all": HOOKS}.get(name) or name.split(",")
+    for each in names:
         stack.enter_context(hook(each, on))
     return stack
 
@@ -296,12 +301,19 @@ def matmul_floor(batches) -> float:
     return (time.perf_counter() - t0) / STEPS * 1e3
 
 
+def _ab_name(name: str) -> str:
+    if name in ("dropped", "all", "none") or all(n in HOOKS for n in name.split(",")):
+        return name
+    raise argparse.ArgumentTypeError(f"{name!r}: give one of {', '.join(HOOKS)}, several joined by commas, "
+                                     "dropped, all or none")  # fmt: skip
+
+
 def main() -> None:
     global STEPS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--case", choices=list(CASES), default="baseline")
-    p.add_argument("--ab", choices=["fx_name", "state_key", "signature", "step", "dropped", "all", "none"],
+    p.add_argument("--ab", type=_ab_name,
                    help="only the fit path, with and without this hook (module docstring)")
     p.add_argument("--steps", type=int, default=STEPS, help="timed steps per run (after the warm-up)")
     p.add_argument("--block", type=int, default=10, help="--ab: steps per block")

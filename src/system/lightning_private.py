@@ -7,8 +7,8 @@ leaves Lightning's own behaviour: never a silently different count or file.  An 
 Lightning breaks here, in one place.  What each use touches, why, and what it saves:
 
 * ``LightningOptimizer._on_before_step`` / ``_on_after_step`` (:func:`counted_step`): the fast
-  path's raw step is still counted in ``trainer.global_step`` (Lightning issue 17281).  Saves 3.8 %
-  of the baseline's training step against the public ``LightningOptimizer.step``, its public
+  path's raw step is still counted in ``trainer.global_step`` (Lightning issue 17281).  Saves 4.5 %
+  of the baseline's training step against the public ``LightningOptimizer.step``, its
   replacement outside the range.
 * ``ModelCheckpoint._should_skip_saving_checkpoint``, ``_should_save_on_train_epoch_end``,
   ``_last_checkpoint_saved``, ``_last_global_step_saved``, ``_save_last_checkpoint``,
@@ -24,16 +24,17 @@ Lightning breaks here, in one place.  What each use touches, why, and what it sa
 * torch's ``Optimizer._opt_called`` (:func:`mark_stepped`): no "``lr_scheduler.step()`` before
   ``optimizer.step()``" warning when every update ran inside ``backward``.
 
-Measured and dropped: each saving was inside the noise of the same A/B run as A/A (BENCHMARKS.md,
-"Lightning's private names: what each saves"; ``bench/step_ab.py --ab NAME`` re-creates each to
-measure it again), so the public behaviour is back:
+Measured and dropped, each inside the noise (BENCHMARKS.md, "Lightning's private names: what each
+saves"; ``bench/step_ab.py --ab NAME`` re-creates each to measure it again).  Medians of 16 fits,
+the quartiles in brackets, against an A/A run of −0.6 % [−2.0, +1.4]:
 
 * ``MLPClassifier.__setattr__`` storing Lightning's ``_current_fx_name`` (set 22 times a step)
-  without ``nn.Module.__setattr__``'s checks: +0.7 %, quartiles −1.3 to +2.3 %;
-* ``ResumableModelCheckpoint.state_key`` cached (read 3 times a step): +0.7 %, quartiles −2.2 to +3.2 %;
-* ``training_step.__signature__`` cached (read once a step): +0.4 %, quartiles −0.8 to +2.2 %;
+  without ``nn.Module.__setattr__``'s checks: +0.8 % [−0.5, +1.6];
+* ``ResumableModelCheckpoint.state_key`` cached (read 3 times a step): +1.2 % [−3.6, +4.7];
+* ``training_step.__signature__`` cached (read once a step): +1.4 % [−1.8, +4.7].
 
-against an A/A spread of −1.4 %, quartiles −2.8 to +1.3 %.
+(Together the three won 23 of 24 fits, +2.4 % [+0.4, +3.4]: at the edge of the noise; the last
+two name nothing private.)
 """
 
 from __future__ import annotations
@@ -95,10 +96,10 @@ def counted_step(lightning_opt: LightningOptimizer, update: Optional[Callable[[]
     the ``LightningOptimizer`` before every ``training_step``; its public ``step`` calls them around
     the strategy's ``optimizer_step``, which runs the precision plugin, a closure, the
     ``on_before_optimizer_step`` hooks of every callback and the raw optimizer's own step wrappers.
-    Here the two callbacks are called around the raw step alone: 3.8 % of the baseline's step
-    (median of 16 interleaved fits, quartiles 1.6 to 4.9 %, faster in 15 of 16; A/A quartiles
-    −2.8 to +1.3 %).  Outside :data:`TESTED`: the public ``lightning_opt.step()``, which calls the
-    raw ``step`` itself (finding no gradient left after an update inside ``backward``).
+    Here the two callbacks are called around the raw step alone: 4.5 % of the baseline's step
+    (median of 16 interleaved fits, quartiles 3.4 to 5.4 %, faster in all 16; the A/A run's
+    quartiles −2.0 to +1.4 %).  Outside :data:`TESTED`: the public ``lightning_opt.step()``, which
+    calls the raw ``step`` itself (finding no gradient left after an update inside ``backward``).
     """
     if not in_tested_range():
         lightning_opt.step()
