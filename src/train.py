@@ -31,7 +31,7 @@ from lightning.pytorch.plugins import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from .system import runs
+from .system import lightning_private, runs
 from .system.callbacks import ResumableModelCheckpoint, RNGStateCallback
 from .system.checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
 from .system.config import check_config, check_config_files
@@ -54,12 +54,21 @@ class RunLogger(TensorBoardLogger):
     Lightning's own logger lists the folders and takes the next number, so two runs started
     together both took ``version_0``.  Only global rank 0 claims; the other DDP processes get
     rank 0's folder from Lightning's broadcast of ``trainer.log_dir`` and the checkpoint folder.
+    The claim happens where Lightning first asks for the public ``version``, not in Lightning's
+    private ``_get_next_version`` that the property calls.
     """
 
-    def _get_next_version(self) -> int:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._claimed: Optional[int] = None
+
+    @property
+    def version(self) -> int | str:
         if rank_zero_only.rank != 0:
-            return super()._get_next_version()
-        return int(claim_run_dir(self.root_dir).name.split("_")[1])
+            return super().version
+        if self._claimed is None:
+            self._claimed = int(claim_run_dir(self.root_dir).name.split("_")[1])
+        return self._claimed
 
 
 def _plain(value: Any) -> Any:
@@ -140,12 +149,12 @@ class CLI(LightningCLI):
         except (ValueError, MisconfigurationException) as err:  # a class refused a value: its message names it
             raise ConfigError(str(err)) from err
         for obj in (self.model, self.datamodule):  # what checkpoints and hparams.yaml get
-            for hparams in (obj.hparams, getattr(obj, "_hparams_initial", None) or {}):
+            for hparams in (obj.hparams, lightning_private.initial_hparams(obj)):
                 for key in list(hparams):
                     hparams[key] = _plain(hparams[key])
 
     def instantiate_trainer(self, **kwargs):
-        config = self._get(self.config_init, "trainer", default={})
+        config = (self.config_init[self.subcommand] if self.subcommand else self.config_init).get("trainer") or {}
         if config.get("logger") in (None, True):
             kwargs["logger"] = RunLogger(str(LOG_ROOT), name=self.experiment_name(), default_hp_metric=False)
         elif config.get("logger") is False:
@@ -176,7 +185,7 @@ class CLI(LightningCLI):
     def before_fit(self) -> None:
         # ddp_spawn / ddp_fork train in child processes that are gone when after_fit runs here,
         # so the report could not be made: refuse before training (``ddp`` keeps every process).
-        start = getattr(self.trainer.strategy, "_start_method", "popen")
+        start = lightning_private.ddp_start_method(self.trainer.strategy)
         if start != "popen":
             raise ConfigError(
                 f"a DDP strategy that starts processes by {start!r} (ddp_spawn, ddp_fork, ddp_notebook) is not "

@@ -40,11 +40,21 @@ from .idx import NUM_CLASSES, check_split_files
 from .images import load_folder
 
 __all__ = [
-    "MNISTDataModule", "TensorBatches", "DATASETS", "prepare_raw_files", "check_files", "ensure_split", "load_split", "check_val_size",
+    "MNISTDataModule", "TensorBatches", "DATASETS", "epoch_seed", "prepare_raw_files", "check_files", "ensure_split", "load_split", "check_val_size",
 ]  # fmt: skip
 
 DATASETS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST, "KMNIST": datasets.KMNIST}
 TRAIN_SIZE = 60_000
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The run's seed and the epoch mixed into one integer: the seed of that epoch's random draws.
+
+    ``seed · 1 000 003 + epoch`` with the prime 1 000 003 above any epoch count, so distinct
+    ``(seed, epoch)`` pairs give distinct integers and a resumed run draws what an uninterrupted
+    one would.  The shuffle and the augmentation both start from it.
+    """
+    return seed * 1_000_003 + epoch
 
 
 def _raw_names(dataset: str) -> list[str]:
@@ -160,7 +170,7 @@ class TensorBatches:
         """Sample indices of this process for ``epoch``."""
         n = len(self.labels)
         if self.shuffle:
-            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch) % 2**63)
             perm = torch.randperm(n, generator=gen)
         else:
             perm = torch.arange(n)
@@ -305,7 +315,7 @@ class MNISTDataModule(pl.LightningDataModule):
         epoch, rank = trainer.current_epoch, trainer.global_rank
         if self._augment_epoch != epoch:  # the epoch's first batch: reseed from (seed, epoch, rank)
             seed = self._split_of[0] if self._split_of else self.seed  # the split's seed (a checkpoint's on resume)
-            self.augmenter.seed((seed * 1_000_003 + epoch) * 65_537 + rank + 0xA06)
+            self.augmenter.seed(epoch_seed(seed, epoch) * 65_537 + rank + 0xA06)
             self._augment_epoch = epoch
         x, onehot, labels = batch
         return self.augmenter(x), onehot, labels

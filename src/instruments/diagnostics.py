@@ -85,11 +85,8 @@ def _forward_layers(net: nn.Module, x: Tensor) -> tuple[list[Tensor], list[Tenso
 
 
 def _probe_loss(module: pl.LightningModule, logits: Tensor, onehot: Tensor, weights: list[Tensor]) -> Tensor:
-    """The module's training loss on the probe, from logits already computed (hand-derived losses)."""
-    loss_fn = module.loss_fn
-    if getattr(module, "fused", False):
-        return loss_fn.from_logits(logits, onehot, weights)
-    return loss_fn(module.net.output_fn(logits), onehot, weights)
+    """The module's training loss on the probe, from logits already computed (the module's own choice of loss)."""
+    return module.loss_from_logits(logits, onehot, onehot.argmax(-1), weights)
 
 
 def _saturated(activation: str, h: Tensor) -> Optional[Tensor]:

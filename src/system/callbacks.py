@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from . import lightning_private
+
 __all__ = ["RNGStateCallback", "ResumableModelCheckpoint"]
 
 
@@ -66,13 +68,8 @@ class ResumableModelCheckpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
-        # the same key as a plain ModelCheckpoint, so checkpoints written before this class resume too.
-        # Cached: Lightning formats it for every callback hook it dispatches, twice per training step,
-        # and the arguments it is made of do not change after __init__.
-        key = self.__dict__.get("_state_key")
-        if key is None:
-            key = self._state_key = super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
-        return key
+        # the same key as a plain ModelCheckpoint, so checkpoints written before this class resume too
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._and_last(super().on_train_epoch_end, trainer, pl_module, on_train_epoch_end=True)
@@ -82,16 +79,12 @@ class ResumableModelCheckpoint(ModelCheckpoint):
 
     def _and_last(self, hook: Callable, trainer: "pl.Trainer", pl_module: "pl.LightningModule", on_train_epoch_end: bool) -> None:
         # Lightning (2.6) rewrites last.ckpt only when it also saved a new best; a run killed later
-        # would then resume from that older epoch.  Here last.ckpt follows every epoch's save point.
-        due = (
-            self.save_last
-            and not self._should_skip_saving_checkpoint(trainer)
-            and self._should_save_on_train_epoch_end(trainer) == on_train_epoch_end
-        )
+        # would then resume from that older epoch.  Here last.ckpt follows every epoch's save point
+        # (Lightning's private members behind this: src.system.lightning_private).
+        due = self.save_last and lightning_private.last_checkpoint_due(self, trainer, on_train_epoch_end)
         hook(trainer, pl_module)
-        saved_last = self._last_checkpoint_saved == self.last_model_path and self._last_global_step_saved == trainer.global_step
-        if due and not saved_last:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if due and not lightning_private.last_checkpoint_saved(self, trainer):
+            lightning_private.save_last_checkpoint(self, trainer)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_model_score = state_dict["best_model_score"]

@@ -1,6 +1,7 @@
 """The configuration's rules between groups, checked on the parsed CLI configuration before anything is built or written.
 
-:func:`check_config` relates the model, the data, the trainer and the run folder; the numeric ranges
+:func:`check_config` relates the model, the data, the trainer and the run folder (one function per
+group: :func:`check_run`, :func:`check_model`, :func:`check_data`, :func:`check_trainer`); the numeric ranges
 are types in the signatures (:mod:`src.ranges`), the names are ``Literal`` choices.  A rule between two
 fields of one class lives in that class (``MLPClassifier``: cross-entropy needs probabilities);
 checkpoint rules live in :mod:`src.system.checkpoints`.
@@ -20,6 +21,10 @@ from ..data.mnist import check_val_size
 
 __all__ = [
     "check_config",
+    "check_run",
+    "check_model",
+    "check_data",
+    "check_trainer",
     "check_config_files",
     "check_experiment_name",
     "config_files",
@@ -56,9 +61,17 @@ def check_config(cfg: Any, subcommand: str | None = None) -> None:
 
     ``cfg`` is the subcommand's namespace (``cli.config["fit"]``), with ``model``, ``data`` and
     ``trainer`` groups.  Ranges and names are already checked by the parser's types; here go the
-    rules that relate the model to the data, the trainer to the report, and the run to its files.
+    rules that relate the run to its files, the model to the data, and the trainer to the report,
+    one function per group.
     """
-    model, data, trainer = _get(cfg, "model"), _get(cfg, "data"), _get(cfg, "trainer")
+    check_run(cfg, subcommand)
+    check_model(_get(cfg, "model"))
+    check_data(_get(cfg, "data"), subcommand)
+    check_trainer(_get(cfg, "trainer"), subcommand)
+
+
+def check_run(cfg: Any, subcommand: str | None) -> None:
+    """The run: its folder name, the seed, the checkpoint an evaluation needs, predict's images."""
     experiment = _get(cfg, "experiment")
     if experiment is not None:
         check_experiment_name(experiment)
@@ -75,54 +88,69 @@ def check_config(cfg: Any, subcommand: str | None = None) -> None:
         )
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"--ckpt_path={str(ckpt)!r}: no such checkpoint file")
-    if subcommand == "predict" and not _get(data, "predict_dir"):
+    if subcommand == "predict" and not _get(_get(cfg, "data"), "predict_dir"):
         raise ConfigError("predict needs --data.predict_dir <a folder of digit images (PNG, JPEG, …)>")
-    if model is not None:
-        inputs, outputs = _get(model, "inputs"), _get(model, "outputs")
-        if inputs is not None and inputs != math.prod(IMAGE_SIZE):
-            raise ConfigError(
-                f"--model.inputs={inputs} is not allowed; the data's images have "
-                f"{IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} = {math.prod(IMAGE_SIZE)} pixels"
-            )
-        if outputs is not None and outputs != NUM_CLASSES:
-            raise ConfigError(f"--model.outputs={outputs} is not allowed; the data has {NUM_CLASSES} classes")
-    if data is not None:  # the augmentation's ranges are types; its scale must also be [low, high]
-        augment = [_get(data, f"augment_{k}") for k in ("degrees", "translate", "scale", "elastic_alpha", "elastic_sigma")]
-        if all(v is not None for v in augment):
-            from ..data.augment import check_augment  # torchvision: imported only here
 
-            try:
-                check_augment(*augment)
-            except ValueError as err:  # its message starts with the option's name
-                raise ConfigError(f"--data.{err}") from err
-    if data is not None and subcommand != "predict":  # predict uses no split
+
+def check_model(model: Any) -> None:
+    """The model against the data: its inputs are the images' pixels, its outputs the classes."""
+    if model is None:
+        return
+    inputs, outputs = _get(model, "inputs"), _get(model, "outputs")
+    if inputs is not None and inputs != math.prod(IMAGE_SIZE):
+        raise ConfigError(
+            f"--model.inputs={inputs} is not allowed; the data's images have "
+            f"{IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} = {math.prod(IMAGE_SIZE)} pixels"
+        )
+    if outputs is not None and outputs != NUM_CLASSES:
+        raise ConfigError(f"--model.outputs={outputs} is not allowed; the data has {NUM_CLASSES} classes")
+
+
+def check_data(data: Any, subcommand: str | None) -> None:
+    """The data: the augmentation's scale is ``[low, high]``; the validation split leaves training images."""
+    if data is None:
+        return
+    augment = [_get(data, f"augment_{k}") for k in ("degrees", "translate", "scale", "elastic_alpha", "elastic_sigma")]
+    if all(v is not None for v in augment):  # the ranges are types; the scale must also be ordered
+        from ..data.augment import check_augment  # torchvision: imported only here
+
+        try:
+            check_augment(*augment)
+        except ValueError as err:  # its message starts with the option's name
+            raise ConfigError(f"--data.{err}") from err
+    if subcommand != "predict":  # predict uses no split
         val_size = _get(data, "val_size")
         dataset = _get(data, "dataset", "MNIST")
         data_dir = Path(_get(data, "data_dir", "data/"))
         n = count_train_images(data_dir, dataset) if data_dir.is_dir() else None
         if val_size is not None and n is not None:  # files not there yet: the data module checks after the download
             check_val_size(val_size, n, dataset)
-    if trainer is not None:
-        max_epochs = _get(trainer, "max_epochs")
-        if max_epochs is not None and max_epochs < 1:
-            raise ConfigError(f"--trainer.max_epochs={max_epochs!r} is not allowed; train for at least 1 epoch")
-        if _get(trainer, "fast_dev_run") not in (None, False, 0):
-            raise ConfigError(
-                "--trainer.fast_dev_run is not supported: it turns off the checkpoints and the logger that "
-                "the run's results come from; for a quick check use --trainer.max_epochs 1 "
-                "--trainer.limit_train_batches 2 --trainer.limit_val_batches 1"
-            )
-        accelerator = _get(trainer, "accelerator")
-        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-            raise ConfigError(
-                f"--trainer.accelerator={accelerator} is not allowed here: PyTorch finds no CUDA GPU on this machine "
-                "(torch.cuda.is_available() is False); use --trainer.accelerator cpu"
-            )
-        if subcommand == "fit" and _get(trainer, "enable_checkpointing") is False:
-            raise ConfigError(
-                "--trainer.enable_checkpointing=false is not supported by fit: the results come from the best "
-                "checkpoint, and last.ckpt is what a stopped run resumes from"
-            )
+
+
+def check_trainer(trainer: Any, subcommand: str | None) -> None:
+    """The trainer against the run's results: epochs, no fast_dev_run, a GPU that exists, checkpoints on."""
+    if trainer is None:
+        return
+    max_epochs = _get(trainer, "max_epochs")
+    if max_epochs is not None and max_epochs < 1:
+        raise ConfigError(f"--trainer.max_epochs={max_epochs!r} is not allowed; train for at least 1 epoch")
+    if _get(trainer, "fast_dev_run") not in (None, False, 0):
+        raise ConfigError(
+            "--trainer.fast_dev_run is not supported: it turns off the checkpoints and the logger that "
+            "the run's results come from; for a quick check use --trainer.max_epochs 1 "
+            "--trainer.limit_train_batches 2 --trainer.limit_val_batches 1"
+        )
+    accelerator = _get(trainer, "accelerator")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--trainer.accelerator={accelerator} is not allowed here: PyTorch finds no CUDA GPU on this machine "
+            "(torch.cuda.is_available() is False); use --trainer.accelerator cpu"
+        )
+    if subcommand == "fit" and _get(trainer, "enable_checkpointing") is False:
+        raise ConfigError(
+            "--trainer.enable_checkpointing=false is not supported by fit: the results come from the best "
+            "checkpoint, and last.ckpt is what a stopped run resumes from"
+        )
 
 
 def config_files(argv: list[str]) -> list[str]:

@@ -13,10 +13,12 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from ..data.idx import NUM_CLASSES
+
 __all__ = ["report_metrics", "build_report", "format_report"]
 
 
-def report_metrics(num_classes: int = 10) -> MetricCollection:
+def report_metrics(num_classes: int = NUM_CLASSES) -> MetricCollection:
     """Metrics behind a classification report (synced across processes by torchmetrics)."""
     per_class = dict(num_classes=num_classes, average=None)
     return MetricCollection(

@@ -17,7 +17,6 @@ weight decay on top.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from typing import Literal, NoReturn
@@ -32,7 +31,9 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..data.idx import NUM_CLASSES
 from ..hand import losses as HL
+from . import lightning_private
 from .checkpoints import check_state_shapes
 from ..hand.checks import check_choice
 from ..ranges import FiniteNonNegativeFloat, FinitePositiveFloat, UnitIntervalCO
@@ -48,6 +49,31 @@ LOSS_CLASSES = {"cross_entropy": HL.CrossEntropyLoss, "mse": HL.SquaredErrorLoss
 EVAL_SPLITS = ("train", "val", "test")
 #: added to the run's seed for the dropout masks' generator, so it is not the global generator's stream
 DROPOUT_SEED_OFFSET = 0x0D80_0D80
+
+
+def _check_choices(implementation: str, loss: str, optimizer: str, lr_schedule: str, output_activation: str) -> None:
+    """The names (for Python callers; the CLI's Literal types check them first) and the one rule between two."""
+    check_choice("implementation", implementation, ("custom", "sequential"))
+    check_choice("loss", loss, tuple(LOSS_CLASSES))
+    check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
+    check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
+    if loss == "cross_entropy" and output_activation == "identity":
+        raise ValueError(
+            "loss='cross_entropy' needs probabilities, but output_activation='identity' gives raw "
+            "scores whose log is undefined when negative; use output_activation 'softmax' or "
+            "'sigmoid', or loss 'mse'"
+        )
+
+
+def _build_net(implementation: str, net_args: tuple, dropout: float, input_dropout: float) -> torch.nn.Module:
+    """Our net (:class:`FeedForwardNet`) or its ``nn.Sequential`` twin; ``net_args`` as their first six arguments."""
+    if implementation == "sequential":
+        return SequentialNet(*net_args, dropout=dropout, input_dropout=input_dropout)
+    # the masks' stream: seeded from the run's seed (set by --seed_everything before this)
+    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    return FeedForwardNet(
+        *net_args, dropout=dropout, dropout_seed=seed + DROPOUT_SEED_OFFSET, input_dropout=input_dropout
+    )
 
 
 class MLPClassifier(pl.LightningModule):
@@ -98,33 +124,17 @@ class MLPClassifier(pl.LightningModule):
         eps: FinitePositiveFloat = 1e-8,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         inputs: PositiveInt = 784,
-        outputs: PositiveInt = 10,
+        outputs: PositiveInt = NUM_CLASSES,
         dropout: UnitIntervalCO = 0.0,
         input_dropout: UnitIntervalCO = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_choice("implementation", implementation, ("custom", "sequential"))
-        check_choice("loss", loss, tuple(LOSS_CLASSES))
-        check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
-        check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
-        if loss == "cross_entropy" and output_activation == "identity":
-            raise ValueError(
-                "loss='cross_entropy' needs probabilities, but output_activation='identity' gives raw "
-                "scores whose log is undefined when negative; use output_activation 'softmax' or "
-                "'sigmoid', or loss 'mse'"
-            )
+        _check_choices(implementation, loss, optimizer, lr_schedule, output_activation)
         # Validates regularization and alpha with the course report's loss classes' own checks.
         self.loss_fn = LOSS_CLASSES[loss](alpha=alpha, regularization=regularization)
         net_args = (inputs, hidden_layers, outputs, activation, output_activation, initialization)
-        if implementation == "custom":
-            # the masks' stream: seeded from the run's seed (set by --seed_everything before this)
-            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            self.net = FeedForwardNet(
-                *net_args, dropout=dropout, dropout_seed=seed + DROPOUT_SEED_OFFSET, input_dropout=input_dropout
-            )
-        else:
-            self.net = SequentialNet(*net_args, dropout=dropout, input_dropout=input_dropout)
+        self.net = _build_net(implementation, net_args, dropout, input_dropout)
         # softmax + cross-entropy is computed fused from the logits in both implementations
         self.fused = loss == "cross_entropy" and output_activation == "softmax"
         # Lightning's automatic optimization wraps every step in a closure and a dozen hook
@@ -151,15 +161,6 @@ class MLPClassifier(pl.LightningModule):
         #: seconds of each epoch run by this process: the training pass, and with its validation
         self.epoch_times: dict[str, list[float]] = {"train_epoch_s": [], "epoch_s": []}
 
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning sets `_current_fx_name` (a string) before and after every hook it calls, about
-        # twenty times per training step; nn.Module.__setattr__ first checks the value against
-        # parameters, buffers and submodules, which a string never is.  Same result, stored directly.
-        if name == "_current_fx_name":
-            self.__dict__[name] = value
-        else:
-            super().__setattr__(name, value)
-
     # ----------------------------------------------------------------- math
     def forward(self, x: Tensor) -> Tensor:
         """Class probabilities (the output activation applied), the course report's ``evaluate``."""
@@ -168,11 +169,17 @@ class MLPClassifier(pl.LightningModule):
     def compute_loss(self, x: Tensor, onehot: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """``(loss, logits)`` for one batch; the loss includes the weight penalty."""
         logits = self.net.logits(x)
-        weights = self.net.weights()
+        return self.loss_from_logits(logits, onehot, labels, self.net.weights()), logits
+
+    def loss_from_logits(self, logits: Tensor, onehot: Tensor, labels: Tensor, weights: list[Tensor]) -> Tensor:
+        """The training loss (data loss plus the penalty on ``weights``) from logits ``(batch, classes)``.
+
+        The one choice of loss: the steps and the gradient-flow diagnostics' probe both call it.
+        """
         if self.hparams.implementation == "custom":
             if self.fused:
-                return self.loss_fn.from_logits(logits, onehot, weights), logits
-            return self.loss_fn(self.net.output_fn(logits), onehot, weights), logits
+                return self.loss_fn.from_logits(logits, onehot, weights)
+            return self.loss_fn(self.net.output_fn(logits), onehot, weights)
         # the twin: torch's losses, differentiated by autograd
         if self.fused:
             data = F.cross_entropy(logits, labels)
@@ -187,7 +194,7 @@ class MLPClassifier(pl.LightningModule):
             data = data + alpha * sum(w.abs().sum() for w in weights)
         elif self.loss_fn.regularization == "l2" and alpha:
             data = data + 0.5 * alpha * sum(w.pow(2).sum() for w in weights)
-        return data, logits
+        return data
 
     # ------------------------------------------------------------- training
     def on_fit_start(self) -> None:
@@ -242,18 +249,16 @@ class MLPClassifier(pl.LightningModule):
         if self._plain_backward:
             # The raw optimizer and a plain backward: in one fp32 process Lightning's wrappers
             # (strategy, precision plugin, closure, their hooks) add nothing but time.  Lightning
-            # counts optimizer steps (trainer.global_step, which checkpoints, logging and resume
-            # rely on) in the two callbacks its manual-optimization loop gives the
-            # LightningOptimizer; they are called here around the raw step for the same count.
+            # still counts the step (trainer.global_step, which checkpoints, logging and resume
+            # rely on): `counted_step` calls its counter around the raw step (lightning_private).
             lightning_opt, opt = self._lightning_optimizer, self._optimizer
-            lightning_opt._on_before_step()
             if isinstance(opt, HandOptimizer) and opt.steps_in_backward:
                 loss.backward()  # each parameter is updated as its gradient arrives, and .grad dropped
+                lightning_private.counted_step(lightning_opt)
             else:
                 opt.zero_grad()
                 loss.backward()
-                opt.step()
-            lightning_opt._on_after_step()
+                lightning_private.counted_step(lightning_opt, opt.step)
         else:
             opt = self._lightning_optimizer or self.optimizers()
             opt.zero_grad()
@@ -264,16 +269,12 @@ class MLPClassifier(pl.LightningModule):
         # `self.log` costs about a millisecond per call here (Lightning moves its result
         # state on every call), as much as the step's own arithmetic; the logger only writes
         # every `log_every_n_steps` anyway, so log the step loss at that rate (BENCHMARKS.md).
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        every = self.trainer.log_every_n_steps
         if self.global_step % max(every, 1) == 0:  # global_step counts the steps taken so far
             self.log("train/loss", detached, prog_bar=True, logger=False)
             if self.logger is not None:
                 self.logger.log_metrics({"train/loss": detached.item()}, step=self.global_step)
         return detached
-
-    # Lightning reads the signature on every step (to decide whether to pass batch_idx); cached,
-    # as HandFunction caches its Functions' (inspect rebuilds it each time otherwise).
-    training_step.__signature__ = inspect.signature(training_step)
 
     def _diverged(self, what: str) -> NoReturn:
         opt = self._optimizer or self.optimizers(use_pl_optimizer=False)
@@ -299,6 +300,8 @@ class MLPClassifier(pl.LightningModule):
         self.log("time/epoch_s", now - self._epoch_start, sync_dist=True)
         scheduler = self.lr_schedulers()
         if scheduler is not None:  # manual optimization steps its schedulers itself
+            if self._loss_count:  # the raw step may never have run: every update was inside backward
+                lightning_private.mark_stepped(scheduler.optimizer)
             scheduler.step()
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
@@ -367,6 +370,13 @@ class MLPClassifier(pl.LightningModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # ------------------------------------------------------------ optimizer
+    def _max_epochs(self) -> int:
+        """``--trainer.max_epochs``, the cosine schedule's length; 1 outside a Trainer (tests build optimizers bare)."""
+        try:
+            return self.trainer.max_epochs or 1
+        except RuntimeError:  # LightningModule.trainer raises when no Trainer is attached
+            return 1
+
     def configure_optimizers(self):
         hp = self.hparams
         params = self.net.parameters()
@@ -377,6 +387,6 @@ class MLPClassifier(pl.LightningModule):
             opt = torch.optim.SGD(params, lr=hp.lr) if hp.optimizer == "gd" else torch.optim.Adam(params, **adam)
         if hp.lr_schedule == "constant":
             return opt
-        epochs = self.trainer.max_epochs if self._trainer is not None and self.trainer.max_epochs else 1
+        epochs = self._max_epochs()
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)}
 
