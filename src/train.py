@@ -240,8 +240,9 @@ class CLI(LightningCLI):
         unfinished = getattr(ckpt, "unfinished_epoch", None)  # a stop mid-epoch: not counted, not saved
         last = ckpt.last_model_path if ckpt is not None else None  # before the test restores the best's state
         if unfinished is not None and best is None:
-            raise ConfigError(f"{self._stopped(unfinished)}, before any epoch finished: there is no checkpoint to "
-                              "evaluate or resume from; give a longer --trainer.max_time")
+            stopped = self._stopped(unfinished)
+            fix = "give a longer --trainer.max_time" if stopped.startswith("--trainer.max_time") else "let one epoch finish"
+            raise ConfigError(f"{stopped}, before any epoch finished: there is no checkpoint to evaluate or resume from; {fix}")
         # one test run over the three splits, from the best checkpoint (loaded once)
         model.eval_splits = EVAL_SPLITS
         try:

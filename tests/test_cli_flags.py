@@ -204,6 +204,23 @@ def test_full_disk_on_a_real_file_system(fake_data, capsys):
         subprocess.run(["umount", str(logs)], check=True)
 
 
+class FullDiskElsewhere(Callback):
+    """A file of the run folder other than a checkpoint meets the full disk (TensorBoard's events, say)."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "lightning_logs/events")
+
+
+def test_a_full_disk_anywhere_in_the_run_is_one_line(fake_data, capsys):
+    status, err = run_cli([*FULL, "--trainer.callbacks+=tests.test_cli_flags.FullDiskElsewhere"], capsys)
+    last = Path("lightning_logs") / "full" / "version_0" / "checkpoints" / "last.ckpt"
+    assert status == 1 and err == [
+        f"error: cannot write lightning_logs/events: No space left on device; resume with --ckpt_path {last} "
+        "(1 finished epoch(s))"
+    ], err
+
+
 # ------------------------------------------------------------------ 3. other precisions, crashes
 def test_double_precision_trains_with_the_diagnostics(fake_data):
     cli = main(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.precision", "64-true"])
@@ -271,12 +288,12 @@ CLIPS = {
 @pytest.mark.parametrize("algorithm", list(CLIPS))
 def test_gradient_clipping_equals_the_bare_loop(implementation, algorithm, fake_data):
     flags, clip = CLIPS[algorithm]
-    args = ["fit", *TINY, "--model.implementation", implementation, "--trainer.max_epochs", "2"]
+    args = ["fit", *TINY, "--model.implementation", implementation, "--trainer.max_epochs", "1"]
     cli = main([*args, *flags, "--experiment", "clipped"])
     clipped = _trained(fake_data, "clipped")
-    _assert_equal_nets(clipped, _bare_loop(cli, 64, 2, clip=clip))  # so the step waited for the clip
+    _assert_equal_nets(clipped, _bare_loop(cli, 64, 1, clip=clip))  # so the step waited for the clip
     # negative control: the clip bound (without it the run ends elsewhere)
-    name, unclipped = next(iter(_bare_loop(cli, 64, 2).named_parameters()))
+    name, unclipped = next(iter(_bare_loop(cli, 64, 1).named_parameters()))
     assert not torch.allclose(clipped[name], unclipped, atol=1e-3), name
 
 
@@ -295,9 +312,50 @@ def test_gradient_accumulation_equals_the_bare_loop(implementation, precision, f
     _assert_equal_nets(_trained(fake_data, "acc"), ref)
 
 
+def test_clipping_sees_the_unscaled_gradients_of_a_grad_scaler():
+    """16-mixed with a GradScaler (built for the CPU here; the CLI gives it on CUDA): the clip comes after unscaling.
+
+    The twin (torch's ops under autocast): equal to the last bit to the documented AMP loop,
+    ``scale(loss).backward(); unscale_; clip_grad_norm_; step; update``.
+    """
+    import lightning.pytorch as pl
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    arch = dict(inputs=20, hidden_layers=[16], outputs=10, implementation="sequential")
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 20, generator=gen), torch.randint(10, (96,), generator=gen)
+
+    class Batches(pl.LightningDataModule):
+        def train_dataloader(self):
+            return TensorBatches(x, y, 32, shuffle=True, seed=7, trainer=self.trainer)
+
+    torch.manual_seed(1)
+    model = MLPClassifier(**arch)
+    model.configure_gradient_steps(gradient_clip_val=0.05)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         plugins=[MixedPrecision("16-mixed", "cpu")])  # fmt: skip
+    trainer.fit(model, datamodule=Batches())
+    torch.manual_seed(1)
+    ref = MLPClassifier(**arch)
+    opt, scaler = ref.configure_optimizers(), torch.amp.GradScaler("cpu")
+    onehot, order = torch.nn.functional.one_hot(y, 10).float(), TensorBatches(x, y, 32, shuffle=True, seed=7)
+    for epoch in range(2):
+        for b in order.order(epoch).split(32):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = ref.compute_loss(x[b], onehot[b], y[b])[0]
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(list(ref.parameters()), 0.05)
+            scaler.step(opt)
+            scaler.update()
+    _assert_equal_nets(model.state_dict(), ref)
+
+
 def test_accumulating_two_batches_of_32_is_one_batch_of_64(fake_data):
     """GD on the batch-mean loss: the mean of two half-batch gradients is the whole batch's (up to rounding)."""
-    gd = ["fit", *TINY, "--trainer.max_epochs", "2"]
+    gd = ["fit", *TINY, "--trainer.max_epochs", "1"]
     main([*gd, "--data.batch_size", "64", "--experiment", "b64"])
     main([*gd, "--data.batch_size", "32", "--trainer.accumulate_grad_batches", "2", "--experiment", "b32x2"])
     main([*gd, "--data.batch_size", "32", "--experiment", "b32"])
