@@ -15,7 +15,9 @@ and test classification reports are written into the run folder.
 
 from __future__ import annotations
 
+import errno
 import gc
+import logging
 import sys
 import time
 from argparse import ArgumentError
@@ -24,7 +26,8 @@ from typing import Any, NoReturn, Optional
 
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch.callbacks import ProgressBar, Timer, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import CheckpointIO
@@ -46,6 +49,29 @@ from .system.predict import PredictionWriter
 __all__ = ["CLI", "RunLogger", "main"]
 
 SIGTERM_STATUS = 128 + 15  # the shell's status for a process ended by SIGTERM
+SIGINT_STATUS = 128 + 2  # … and by SIGINT (Ctrl-C)
+#: the logger of LightningCLI's "Seed set to N", which comes before the classes are built
+SEED_LOG = logging.getLogger(seed_everything.__module__)
+
+
+class _HeldRecords(logging.Filter):
+    """Hold a logger's records (:data:`SEED_LOG`'s) until :func:`_release_held`: an error comes first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+def _release_held(emit: bool) -> None:
+    """Stop holding :data:`SEED_LOG`'s records; log them now if ``emit`` (the checks passed), else drop them."""
+    for held in [f for f in SEED_LOG.filters if isinstance(f, _HeldRecords)]:
+        SEED_LOG.removeFilter(held)
+        for record in held.records if emit else ():
+            SEED_LOG.handle(record)
 
 
 class RunLogger(TensorBoardLogger):
@@ -140,14 +166,21 @@ class CLI(LightningCLI):
                     f"--trainer.max_epochs={max_epochs} is not allowed with this checkpoint: it has already trained "
                     f"{done} epochs; give --trainer.max_epochs {done + 1} or more to train further"
                 )
+        # LightningCLI sets the seed next and logs it, before the classes check their own values:
+        # held until they have (instantiate_classes), so a refused value is the only line.
+        SEED_LOG.addFilter(_HeldRecords())
 
     def instantiate_classes(self) -> None:
+        built = False
         try:
             super().instantiate_classes()
+            built = True
         except ConfigError:
             raise
         except (ValueError, MisconfigurationException) as err:  # a class refused a value: its message names it
             raise ConfigError(str(err)) from err
+        finally:
+            _release_held(emit=built)
         for obj in (self.model, self.datamodule):  # what checkpoints and hparams.yaml get
             for hparams in (obj.hparams, lightning_private.initial_hparams(obj)):
                 for key in list(hparams):
@@ -179,7 +212,20 @@ class CLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())  # temp file + rename; loads with weights_only=True
         kwargs["plugins"] = plugins
+        self._hand_over_gradient_steps(config, kwargs)
         return super().instantiate_trainer(**kwargs)
+
+    def _hand_over_gradient_steps(self, config: Any, kwargs: dict) -> None:
+        """``--trainer.gradient_clip_val`` / ``gradient_clip_algorithm`` / ``accumulate_grad_batches`` go to the module.
+
+        Lightning's Trainer refuses them under manual optimization (this module's); the module's
+        training step applies them as automatic optimization would (``MLPClassifier.configure_gradient_steps``).
+        The saved config.yaml and results.json keep them under ``trainer``, where they were given.
+        """
+        names = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+        values = {name: config.get(name) for name in names}
+        self.model.configure_gradient_steps(**{**values, "accumulate_grad_batches": values["accumulate_grad_batches"] or 1})
+        kwargs.update(gradient_clip_val=None, gradient_clip_algorithm=None, accumulate_grad_batches=1)
 
     # --------------------------------------------------------------- fit
     def before_fit(self) -> None:
@@ -200,6 +246,12 @@ class CLI(LightningCLI):
         fit_time = time.perf_counter() - self._fit_start
         ckpt = trainer.checkpoint_callback
         best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+        unfinished = getattr(ckpt, "unfinished_epoch", None)  # a stop mid-epoch: not counted, not saved
+        last = ckpt.last_model_path if ckpt is not None else None  # before the test restores the best's state
+        if unfinished is not None and best is None:
+            stopped = self._stopped(unfinished)
+            fix = "give a longer --trainer.max_time" if stopped.startswith("--trainer.max_time") else "let one epoch finish"
+            raise ConfigError(f"{stopped}, before any epoch finished: there is no checkpoint to evaluate or resume from; {fix}")
         # one test run over the three splits, from the best checkpoint (loaded once)
         model.eval_splits = EVAL_SPLITS
         try:
@@ -219,12 +271,28 @@ class CLI(LightningCLI):
             {
                 "wall_time_s": time.perf_counter() - self._fit_start,
                 "fit_time_s": fit_time,
-                "epochs": trainer.current_epoch,
+                "epochs": trainer.current_epoch - (unfinished is not None),  # the finished ones
+                "unfinished_epoch": _unfinished_record(unfinished),
                 **model.epoch_times,  # seconds per epoch run by this process
                 "best_checkpoint": best,
                 "config": self.config[self.subcommand].as_dict(),
             }
         )
+        self._write_results(run_dir, results)
+        if unfinished is not None:
+            print(f"{self._stopped(unfinished)}: that epoch is not counted and no checkpoint holds it; results.json "
+                  f"is from the {results['epochs']} finished epoch(s); to train further, resume with --ckpt_path "
+                  f"{last} (it trains epoch {unfinished[0] + 1} again from its start)")
+
+    def _stopped(self, unfinished: tuple[int, int, int]) -> str:
+        """``--trainer.max_time ran out 4 of 8 batches into epoch 2`` (epochs counted from 1)."""
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        ran_out = timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0
+        epoch, done, total = unfinished
+        return f"{'--trainer.max_time ran out' if ran_out else 'training stopped'} {done} of {total} batches into epoch {epoch + 1}"
+
+    def _write_results(self, run_dir: Path, results: dict) -> None:
+        """results.json and the train and test classification reports into the run folder; TensorBoard's share."""
         run_dir.mkdir(parents=True, exist_ok=True)
         for split in ("train", "test"):
             text = format_report(results[split]["report"])
@@ -235,7 +303,7 @@ class CLI(LightningCLI):
             f"test accuracy {results['test']['accuracy']:.4f}, wall time {results['wall_time_s']:.1f} s; "
             f"results in {run_dir / 'results.json'}"
         )
-        if isinstance(trainer.logger, TensorBoardLogger):
+        if isinstance(self.trainer.logger, TensorBoardLogger):
             self._log_to_tensorboard(results)
 
     def _log_to_tensorboard(self, results: dict) -> None:
@@ -253,12 +321,21 @@ class CLI(LightningCLI):
         log_to_tensorboard(self.trainer.logger, results, params, self.experiment_name())
 
 
+def _unfinished_record(unfinished: tuple[int, int, int] | None) -> dict | None:
+    """results.json's ``unfinished_epoch``: where a stop mid-epoch cut training (epoch counted from 1)."""
+    if unfinished is None:
+        return None
+    epoch, done, total = unfinished
+    return {"epoch": epoch + 1, "batches": done, "of": total}
+
+
 def main(args: ArgsType = None, run: bool = True) -> CLI:
     """The command-line entry point; ``args`` (a list of strings) lets tests call the real CLI.
 
     Every error a user can meet ends with one line on stderr and ``SystemExit`` (statuses in
     :mod:`src.errors`); a run folder that this call created and that holds no checkpoint is
-    removed then, so a failed start leaves nothing behind.
+    removed then, and after any other exception too (a bug keeps its traceback), so a failed
+    start leaves nothing behind.
     """
     # Flush subnormal floats to zero (tiny gradients and Adam moments late in training are many
     # times slower to compute on CPUs otherwise). The flag is per thread and PyTorch's worker
@@ -269,20 +346,51 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
         return _cli(args, run)
     except (ArgumentError, ConfigError) as err:
         _exit(one_line(err), 2)
-    except (DataError, DivergenceError, OutputError) as err:
+    except OutputError as err:  # a read-only or full disk: the checkpoints so far can be resumed
+        _exit(one_line(err) + _resume_hint(), 1)
+    except (DataError, DivergenceError) as err:
         _exit(one_line(err), 1)
     except SIGTERMException:
-        _exit(_stopped_message(), SIGTERM_STATUS)
+        _exit(_stopped_message("SIGTERM"), SIGTERM_STATUS)
+    except KeyboardInterrupt:  # Ctrl-C before or after fit
+        _exit(_stopped_message("SIGINT (Ctrl-C)"), SIGINT_STATUS)
+    except SystemExit as err:
+        if isinstance(err.__context__, KeyboardInterrupt):  # Ctrl-C in fit: Lightning shuts down, then sys.exit(1)
+            _exit(_stopped_message("SIGINT (Ctrl-C)"), SIGINT_STATUS)
+        runs.discard_unfinished()
+        raise
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk outside the checkpoints (events, configs)
+            _exit(f"cannot write {err.filename or 'into the run folder'}: {err.strerror}" + _resume_hint(), 1)
+        runs.discard_unfinished()
+        raise
+    except BaseException:  # a crash: its traceback, without the empty run folder
+        runs.discard_unfinished()
+        raise
+    finally:
+        _release_held(emit=False)  # a start that failed before the classes were built
 
 
-def _stopped_message() -> str:
-    """What a SIGTERM left behind, and how to resume (the last finished epoch's ``last.ckpt``)."""
+def _last_checkpoint() -> tuple[Path, int] | None:
+    """This command's run's ``last.ckpt`` and its finished epochs, if it has written one."""
     run_dir = runs.CLAIMED[-1] if runs.CLAIMED else None
     last = run_dir / "checkpoints" / "last.ckpt" if run_dir is not None else None
     if last is None or not last.is_file():
-        return "stopped by SIGTERM before the first epoch ended: no checkpoint to resume from"
-    epochs = completed_epochs(AtomicCheckpointIO().load_checkpoint(last))
-    return f"stopped by SIGTERM after {epochs} finished epoch(s); resume with --ckpt_path {last}"
+        return None
+    return last, completed_epochs(AtomicCheckpointIO().load_checkpoint(last))
+
+
+def _resume_hint() -> str:
+    found = _last_checkpoint()
+    return "" if found is None else f"; resume with --ckpt_path {found[0]} ({found[1]} finished epoch(s))"
+
+
+def _stopped_message(signal_name: str) -> str:
+    """What a SIGTERM or SIGINT left behind, and how to resume (the last finished epoch's ``last.ckpt``)."""
+    found = _last_checkpoint()
+    if found is None:
+        return f"stopped by {signal_name} before the first epoch ended: no checkpoint to resume from"
+    return f"stopped by {signal_name} after {found[1]} finished epoch(s); resume with --ckpt_path {found[0]}"
 
 
 def _exit(message: str, status: int) -> NoReturn:

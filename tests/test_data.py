@@ -70,7 +70,10 @@ def test_missing_files_offline_names_expected_files(tmp_path, monkeypatch):
         raise RuntimeError("no network")
 
     monkeypatch.setattr(datasets.MNIST, "download", no_network)
-    expected = re.escape(str(tmp_path / "MNIST" / "raw")) + r"/ and could not be downloaded\. Expected the files train-images"
+    expected = re.escape(
+        f"{tmp_path / 'MNIST' / 'raw'}/ (--data.data_dir={str(tmp_path)!r}) and could not be downloaded, so nothing "
+        "was created there. Expected the files train-images"
+    )
     with pytest.raises(RuntimeError, match=expected):
         MNISTDataModule(data_dir=str(tmp_path)).setup()
 

@@ -104,6 +104,9 @@ def test_bad_value_is_one_clear_line(bad, expected, fake_data, capsys):
 SHELL_CASES = [
     (["--model.activation", "swish"], 2,
      "error: --model.activation='swish' is not allowed; allowed: 'sigmoid', 'tanh', 'relu', 'identity'"),
+    # a value a class refuses (after LightningCLI has set the seed): no "Seed set to 0" before it
+    (["--model.hidden_layers", "[]"], 2,
+     "error: hidden_layers=[] is not allowed; give at least one hidden layer, e.g. [500, 250, 100]"),
     # a damaged file is found before Lightning starts, so its line is the only one
     (["--data.data_dir", "damaged"], 1,
      f"error: {Path('damaged/MNIST/raw/train-images-idx3-ubyte')}: truncated: 470415 bytes, but its header announces "
@@ -112,7 +115,7 @@ SHELL_CASES = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bad,status,line", SHELL_CASES, ids=["bad value", "damaged file"])
+@pytest.mark.parametrize("bad,status,line", SHELL_CASES, ids=["bad value", "class rule", "damaged file"])
 def test_errors_from_the_shell_are_one_line(bad, status, line, fake_data):
     shutil.copytree(fake_data / "data", fake_data / "damaged")
     images = fake_data / "damaged" / "MNIST" / "raw" / "train-images-idx3-ubyte"

@@ -41,6 +41,7 @@ from .images import load_folder
 
 __all__ = [
     "MNISTDataModule", "TensorBatches", "DATASETS", "epoch_seed", "prepare_raw_files", "check_files", "ensure_split", "load_split", "check_val_size",
+    "check_batch_size",
 ]  # fmt: skip
 
 DATASETS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST, "KMNIST": datasets.KMNIST}
@@ -86,11 +87,20 @@ def prepare_raw_files(data_dir: str | Path, dataset: str = "MNIST") -> bool:
 
 
 def ensure_split(data_dir: str | Path, dataset: str, train: bool) -> None:
-    """Make one official split's raw files present (unpacked or downloaded) and checked, without loading them."""
+    """Make one official split's raw files present (unpacked or downloaded) and checked, without loading them.
+
+    A download that fails removes the folders it created (torchvision makes ``<dataset>/raw/`` before
+    it tries), so a mistyped ``data_dir`` leaves nothing behind.
+    """
     cls = DATASETS[dataset]
     have_files = prepare_raw_files(data_dir, dataset)
     raw = Path(data_dir) / dataset / "raw"
     names = _raw_names(dataset)[:2] if train else _raw_names(dataset)[2:]
+    created = None  # the outermost folder of raw/'s path that is not there yet: everything in it is the download's
+    for folder in (raw, *raw.parents):
+        if folder.exists():
+            break
+        created = folder
     try:
         if not have_files:
             cls(str(data_dir), train=train, download=True)
@@ -99,8 +109,11 @@ def ensure_split(data_dir: str | Path, dataset: str, train: bool) -> None:
     except DataError:
         raise
     except RuntimeError as err:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise DataError(
-            f"{dataset} is not in {raw}/ and could not be downloaded. Expected the files "
+            f"{dataset} is not in {raw}/ (--data.data_dir={str(data_dir)!r}) and could not be downloaded, so "
+            "nothing was created there. Expected the files "
             f"{', '.join(_raw_names(dataset))} there (or the same names with .gz); missing: "
             f"{', '.join(n for n in _raw_names(dataset) if not (raw / n).exists()) or 'none'}. Offline, "
             f"copy them there; online, torchvision downloads them by itself. Download error: {err}"
@@ -272,9 +285,11 @@ class MNISTDataModule(pl.LightningDataModule):
         if stage == "predict":
             self.setup_predict()
             return
-        if self.splits:
-            return
-        self._split(self.seed, self.val_size)
+        if not self.splits:
+            self._split(self.seed, self.val_size)
+        if stage == "fit" and (self.trainer is None or self.trainer.state.fn == "fit"):  # before training starts
+            n_val = len(self.splits["val"][1])
+            check_batch_size(self.batch_size, len(self.splits["train"][1]) + n_val, n_val, self.dataset)
 
     def _split(self, seed: int, val_size: int, mean: float | None = None, std: float | None = None) -> None:
         """Split the training images (seeded), standardize every split with the training split's statistics.
@@ -375,6 +390,17 @@ class MNISTDataModule(pl.LightningDataModule):
         self._seed, self.val_size = seed, val_size
         if self.splits and self._split_of != (seed, val_size):
             self._split(seed, val_size, self.mean, self.std)
+
+
+def check_batch_size(batch_size: int, n_images: int, val_size: int, dataset: str) -> None:
+    """A training batch no larger than the training split (larger: every epoch one step of the whole split)."""
+    n_train = n_images - val_size
+    if batch_size > n_train:
+        raise ConfigError(
+            f"--data.batch_size={batch_size!r} is larger than the {n_train} training images ({n_images} of "
+            f"{dataset} minus --data.val_size {val_size}): every epoch would be one step of {n_train}; "
+            f"give at most {n_train}"
+        )
 
 
 def check_val_size(val_size: int, n_train: int, dataset: str) -> None:

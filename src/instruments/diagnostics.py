@@ -186,8 +186,10 @@ class GradientFlowDiagnostics(Callback):
             if first is None:
                 return None
             x, labels = first[0][: self.probe_size], first[-1][: self.probe_size]
-        onehot = torch.nn.functional.one_hot(labels, pl_module.hparams.get("outputs", 10)).to(x.dtype)
-        return x.to(pl_module.device), onehot.to(pl_module.device)
+        # in the module's dtype: under --trainer.precision 64-true its weights are float64, the split float32
+        x = x.to(device=pl_module.device, dtype=pl_module.dtype)
+        onehot = torch.nn.functional.one_hot(labels, pl_module.hparams.get("outputs", 10)).to(x)
+        return x, onehot
 
     def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, histograms: bool = True) -> None:
         if self._probe is None:

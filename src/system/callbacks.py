@@ -3,7 +3,8 @@
 * :class:`RNGStateCallback` — saves and restores the torch / NumPy / Python random states;
 * :class:`ResumableModelCheckpoint` — a resumed run (which writes into a new ``version_N``) keeps
   comparing with the interrupted run's best checkpoint, so it picks the same best checkpoint as an
-  uninterrupted run.
+  uninterrupted run; an epoch stopped before its last batch (``--trainer.max_time``) is never saved;
+* :func:`epoch_finished` — whether the training epoch ran all its batches.
 
 Checkpoints are written and read by :class:`src.system.checkpoints.AtomicCheckpointIO`.
 """
@@ -20,7 +21,17 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from . import lightning_private
 
-__all__ = ["RNGStateCallback", "ResumableModelCheckpoint"]
+__all__ = ["RNGStateCallback", "ResumableModelCheckpoint", "epoch_finished"]
+
+
+def epoch_finished(trainer: "pl.Trainer") -> bool:
+    """Whether the current training epoch ran all its batches (False after a stop mid-epoch).
+
+    Lightning ends an epoch early when ``trainer.should_stop`` is set (``--trainer.max_time``'s
+    Timer sets it after any batch) and still calls every epoch-end hook, so those hooks ask here.
+    """
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    return progress.is_last_batch or progress.current.completed >= trainer.num_training_batches
 
 
 class RNGStateCallback(Callback):
@@ -64,7 +75,16 @@ class ResumableModelCheckpoint(ModelCheckpoint):
     from it, would differ from an uninterrupted run.  Here the scores and paths come back
     wherever the run writes; Lightning itself never deletes a checkpoint outside the current
     folder, so the interrupted run's files stay as they are.
+
+    Nothing is saved in an epoch that has not run all its batches: Lightning calls the epoch-end
+    hooks after a stop mid-epoch too, and a checkpoint there would count the partial epoch as
+    finished (its resume would skip the rest of it).  :attr:`unfinished_epoch` then says where
+    training stopped; ``last.ckpt`` stays the last finished epoch's, from which a resume trains the
+    stopped epoch again from its start, exactly as an uninterrupted run does.
     """
+
+    #: ``(epoch from 0, batches run, batches in the epoch)`` when the last epoch stopped before its end, else None
+    unfinished_epoch: tuple[int, int, int] | None = None
 
     @property
     def state_key(self) -> str:
@@ -72,10 +92,21 @@ class ResumableModelCheckpoint(ModelCheckpoint):
         return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self.unfinished_epoch = None
+        if not epoch_finished(trainer):
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            self.unfinished_epoch = (trainer.current_epoch, done, trainer.num_training_batches)
+            return
         self._and_last(super().on_train_epoch_end, trainer, pl_module, on_train_epoch_end=True)
 
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        self._and_last(super().on_validation_end, trainer, pl_module, on_train_epoch_end=False)
+        if trainer.sanity_checking or epoch_finished(trainer):  # not a validation inside or after a partial epoch
+            self._and_last(super().on_validation_end, trainer, pl_module, on_train_epoch_end=False)
+
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # Lightning writes last.ckpt here if no epoch wrote one: not the weights of a stopped epoch
+        if self.unfinished_epoch is None:
+            super().on_train_end(trainer, pl_module)
 
     def _and_last(self, hook: Callable, trainer: "pl.Trainer", pl_module: "pl.LightningModule", on_train_epoch_end: bool) -> None:
         # Lightning (2.6) rewrites last.ckpt only when it also saved a new best; a run killed later

@@ -21,7 +21,7 @@ import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 
 from .config import config_files
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 
 __all__ = ["AtomicCheckpointIO", "check_state_shapes", "checkpoint_conflicts", "explicit_keys", "completed_epochs"]
 
@@ -34,7 +34,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     moment leaves the old ``.ckpt`` or the new one, never a truncated file.  (Lightning's own
     writer stages the file in the system temp folder and *moves* it, which is a copy, not a
     rename, whenever that folder is on another file system.)  A stale ``.tmp`` left by a kill
-    is never read.
+    is never read.  A write that fails (a full disk: ``OSError`` ENOSPC, which ``torch.save``
+    reports as a ``RuntimeError`` chained to it) removes the temporary file and raises one
+    :class:`~src.errors.OutputError` naming the file; the checkpoint it was to replace is untouched.
 
     Loading: ``torch.load(weights_only=True)`` unless the caller asks otherwise, so a checkpoint
     can hold tensors and plain Python values only; this project's checkpoints need nothing else.
@@ -46,22 +48,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"storage_options are not supported by {type(self).__name__}")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+                fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except (OSError, RuntimeError) as err:
+            cause = _os_error(err)
+            if cause is None:  # not the file system's (torch's own RuntimeError): as it is
+                raise
+            raise OutputError(
+                f"cannot write the checkpoint {path}: {cause.strerror or cause} (errno {cause.errno}); "
+                "the checkpoints written before are intact and no partial file is left"
+            ) from err
         finally:
             tmp.unlink(missing_ok=True)
-        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
     def load_checkpoint(
         self,
@@ -83,6 +93,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise ConfigError(
                 f"checkpoint {path} is damaged or not a PyTorch checkpoint ({type(err).__name__}: {err})"
             ) from err
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The ``OSError`` in an exception's chain (``torch.save`` raises a ``RuntimeError`` from the failed write)."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def check_state_shapes(model_state: Mapping[str, Any], ckpt_state: Mapping[str, Any], source: str = "checkpoint") -> None:

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import ConfigError
 from ..data.idx import IMAGE_SIZE, NUM_CLASSES, count_train_images
-from ..data.mnist import check_val_size
+from ..data.mnist import check_batch_size, check_val_size
 
 __all__ = [
     "check_config",
@@ -125,6 +125,7 @@ def check_data(data: Any, subcommand: str | None) -> None:
         n = count_train_images(data_dir, dataset) if data_dir.is_dir() else None
         if val_size is not None and n is not None:  # files not there yet: the data module checks after the download
             check_val_size(val_size, n, dataset)
+    check_batch_size_flag(data, subcommand)
 
 
 def check_trainer(trainer: Any, subcommand: str | None) -> None:
@@ -151,6 +152,41 @@ def check_trainer(trainer: Any, subcommand: str | None) -> None:
             "--trainer.enable_checkpointing=false is not supported by fit: the results come from the best "
             "checkpoint, and last.ckpt is what a stopped run resumes from"
         )
+    check_step_limit(trainer)
+    check_gradient_steps_flags(trainer)
+
+
+def check_step_limit(trainer: Any) -> None:
+    """No ``--trainer.max_steps``: it ends an epoch in the middle, and a run counts, saves and resumes whole epochs."""
+    if _get(trainer, "max_steps") not in (None, -1):
+        raise ConfigError(
+            "--trainer.max_steps is not supported: a run is counted, checkpointed and resumed in whole epochs; "
+            "use --trainer.max_epochs (and --trainer.limit_train_batches for shorter epochs)"
+        )
+
+
+def check_gradient_steps_flags(trainer: Any) -> None:
+    """``--trainer.gradient_clip_val`` / ``gradient_clip_algorithm`` / ``accumulate_grad_batches`` (the module applies them)."""
+    if trainer is None:
+        return
+    from .module import check_gradient_steps  # the module's own rule (imported here: it imports this file)
+
+    values = [_get(trainer, k) for k in ("gradient_clip_val", "gradient_clip_algorithm")]
+    try:
+        check_gradient_steps(*values, _get(trainer, "accumulate_grad_batches", 1))
+    except ValueError as err:  # its message starts with the option's name
+        raise ConfigError(f"--trainer.{err}") from err
+
+
+def check_batch_size_flag(data: Any, subcommand: str | None) -> None:
+    """A training batch no larger than the training split, where the files are there (else the data module's setup)."""
+    if data is None or subcommand != "fit":
+        return
+    batch_size, val_size = _get(data, "batch_size"), _get(data, "val_size")
+    data_dir = Path(_get(data, "data_dir", "data/"))
+    n = count_train_images(data_dir, _get(data, "dataset", "MNIST")) if data_dir.is_dir() else None
+    if None not in (n, batch_size, val_size) and val_size < n:
+        check_batch_size(batch_size, n, val_size, _get(data, "dataset", "MNIST"))
 
 
 def config_files(argv: list[str]) -> list[str]:

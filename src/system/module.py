@@ -13,6 +13,11 @@ sequential      ``torch.nn.functional`` + autograd      ``torch.optim`` SGD / Ad
 
 The weight penalty is part of the loss in both, so neither optimizer adds
 weight decay on top.
+
+Gradient clipping and accumulation (``--trainer.gradient_clip_val`` / ``gradient_clip_algorithm`` /
+``accumulate_grad_batches``): the Trainer refuses them under manual optimization, so the CLI hands
+them to :meth:`MLPClassifier.configure_gradient_steps` and the training step does what Lightning's
+automatic optimization does with them (the clip by ``LightningModule.clip_gradients``).
 """
 
 from __future__ import annotations
@@ -42,13 +47,33 @@ from ..hand.fused import Workspace
 from .metrics import build_report, report_metrics
 from ..hand.nets import FeedForwardNet, SequentialNet
 from ..hand.optim import OPTIMIZERS, HandOptimizer
+from .callbacks import epoch_finished
 
-__all__ = ["MLPClassifier"]
+__all__ = ["MLPClassifier", "check_gradient_steps"]
 
 LOSS_CLASSES = {"cross_entropy": HL.CrossEntropyLoss, "mse": HL.SquaredErrorLoss}
 EVAL_SPLITS = ("train", "val", "test")
 #: added to the run's seed for the dropout masks' generator, so it is not the global generator's stream
 DROPOUT_SEED_OFFSET = 0x0D80_0D80
+CLIP_ALGORITHMS = ("norm", "value")  # Lightning's GradClipAlgorithmType
+
+
+def check_gradient_steps(gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches) -> None:
+    """``ValueError`` naming the first value that cannot work (the message starts with its name)."""
+    if gradient_clip_val is not None and not (
+        isinstance(gradient_clip_val, (int, float)) and 0 <= gradient_clip_val < float("inf")
+    ):
+        raise ValueError(
+            f"gradient_clip_val={float(gradient_clip_val)!r} is not allowed; it must be >= 0 and finite (0: no clipping)"
+        )
+    if gradient_clip_algorithm is not None and str(gradient_clip_algorithm).lower() not in CLIP_ALGORITHMS:
+        raise ValueError(
+            f"gradient_clip_algorithm={gradient_clip_algorithm!r} is not allowed; allowed: 'norm', 'value'"
+        )
+    if isinstance(accumulate_grad_batches, bool) or not (
+        isinstance(accumulate_grad_batches, int) and accumulate_grad_batches >= 1
+    ):
+        raise ValueError(f"accumulate_grad_batches={accumulate_grad_batches!r} is not allowed; it must be an integer >= 1")
 
 
 def _check_choices(implementation: str, loss: str, optimizer: str, lr_schedule: str, output_activation: str) -> None:
@@ -161,6 +186,31 @@ class MLPClassifier(pl.LightningModule):
         #: seconds of each epoch run by this process: the training pass, and with its validation
         self.epoch_times: dict[str, list[float]] = {"train_epoch_s": [], "epoch_s": []}
 
+    # set by configure_gradient_steps (the CLI's --trainer.* flags of the same names): off by default
+    gradient_clip_val: float | None = None  # clip at this value (None: no clipping)
+    gradient_clip_algorithm: str | None = None  # "norm" (None: norm) or "value"
+    accumulate_grad_batches: int = 1  # batches per optimizer step
+
+    def configure_gradient_steps(
+        self, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None,
+        accumulate_grad_batches: int = 1,
+    ) -> None:
+        """Clip the gradients before each optimizer step, and step once every ``accumulate_grad_batches`` batches.
+
+        The meanings of the Trainer's arguments of the same names, which it refuses under manual
+        optimization: clip at ``gradient_clip_val`` (None or 0: no clipping) by the gradients' global
+        2-norm (``norm``, the default) or per element (``value``), through
+        ``LightningModule.clip_gradients`` (after the precision plugin has unscaled the gradients);
+        with accumulation each loss is divided by ``k = accumulate_grad_batches`` and the optimizer
+        steps after every k-th batch and after the epoch's last batch (a shorter last window keeps
+        the 1/k), as Lightning's automatic optimization does.  The fast path's step inside backward
+        stands aside for both: clipping needs all gradients first, and accumulation several passes.
+        """  # fmt: skip
+        check_gradient_steps(gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches)
+        self.gradient_clip_val = gradient_clip_val or None
+        self.gradient_clip_algorithm = gradient_clip_algorithm.lower() if gradient_clip_algorithm else None
+        self.accumulate_grad_batches = accumulate_grad_batches
+
     # ----------------------------------------------------------------- math
     def forward(self, x: Tensor) -> Tensor:
         """Class probabilities (the output activation applied), the course report's ``evaluate``."""
@@ -217,7 +267,8 @@ class MLPClassifier(pl.LightningModule):
         )
         if self._plain_backward and isinstance(self.net, FeedForwardNet):
             self.net.workspace = Workspace()
-        if self._plain_backward and isinstance(self._optimizer, HandOptimizer):
+        alone = self.gradient_clip_val is None and self.accumulate_grad_batches == 1  # the step needs nothing else
+        if self._plain_backward and alone and isinstance(self._optimizer, HandOptimizer):
             self._optimizer.step_in_backward()
 
     def on_train_end(self) -> None:
@@ -246,35 +297,63 @@ class MLPClassifier(pl.LightningModule):
         detached = loss.detach()
         if not torch.isfinite(detached):  # before backward: no NaN ever reaches the weights
             self._diverged(f"the training loss is {detached.item()}")
-        if self._plain_backward:
-            # The raw optimizer and a plain backward: in one fp32 process Lightning's wrappers
-            # (strategy, precision plugin, closure, their hooks) add nothing but time.  Lightning
-            # still counts the step (trainer.global_step, which checkpoints, logging and resume
-            # rely on): `counted_step` calls its counter around the raw step (lightning_private).
-            lightning_opt, opt = self._lightning_optimizer, self._optimizer
-            if isinstance(opt, HandOptimizer) and opt.steps_in_backward:
-                loss.backward()  # each parameter is updated as its gradient arrives, and .grad dropped
-                lightning_private.counted_step(lightning_opt)
-            else:
-                opt.zero_grad()
-                loss.backward()
-                lightning_private.counted_step(lightning_opt, opt.step)
-        else:
-            opt = self._lightning_optimizer or self.optimizers()
-            opt.zero_grad()
-            self.manual_backward(loss)  # the strategy's backward: DDP all-reduces the gradients
-            opt.step()
+        stepped = self._backward_and_step(loss, batch_idx)
         self._loss_sum.add_(detached * len(x))
         self._loss_count += len(x)
         # `self.log` costs about a millisecond per call here (Lightning moves its result
         # state on every call), as much as the step's own arithmetic; the logger only writes
         # every `log_every_n_steps` anyway, so log the step loss at that rate (BENCHMARKS.md).
         every = self.trainer.log_every_n_steps
-        if self.global_step % max(every, 1) == 0:  # global_step counts the steps taken so far
+        if stepped and self.global_step % max(every, 1) == 0:  # global_step counts the steps taken so far
             self.log("train/loss", detached, prog_bar=True, logger=False)
             if self.logger is not None:
                 self.logger.log_metrics({"train/loss": detached.item()}, step=self.global_step)
         return detached
+
+    def _backward_and_step(self, loss: Tensor, batch_idx: int) -> bool:
+        """Backward, and the optimizer step where an accumulation window ends; whether it stepped.
+
+        Windows of ``k = accumulate_grad_batches`` batches (1: every batch): the gradients are
+        zeroed at a window's first batch, each loss is divided by k, and the window's last batch,
+        or the epoch's, steps (after the clip, :meth:`configure_gradient_steps`).
+        """
+        # The raw optimizer and a plain backward: in one fp32 process Lightning's wrappers
+        # (strategy, precision plugin, closure, their hooks) add nothing but time.  Lightning
+        # still counts the step (trainer.global_step, which checkpoints, logging and resume
+        # rely on): `counted_step` calls its counter around the raw step (lightning_private).
+        lightning_opt, opt = self._lightning_optimizer, self._optimizer
+        if self._plain_backward and isinstance(opt, HandOptimizer) and opt.steps_in_backward:  # k = 1, no clip
+            loss.backward()  # each parameter is updated as its gradient arrives, and .grad dropped
+            lightning_private.counted_step(lightning_opt)
+            return True
+        k = self.accumulate_grad_batches
+        first = batch_idx % k == 0
+        last = (batch_idx + 1) % k == 0 or batch_idx + 1 >= self.trainer.num_training_batches
+        if k > 1:
+            loss = loss / k
+        if not self._plain_backward:
+            opt = lightning_opt or self.optimizers()
+            if first:
+                opt.zero_grad()
+            self.manual_backward(loss)  # the strategy's backward: DDP all-reduces the gradients
+            if last:
+                opt.step()  # the precision plugin unscales, calls on_before_optimizer_step (the clip), steps
+            return last
+        if first:
+            opt.zero_grad()
+        loss.backward()
+        if last:  # the clip, then the raw step (outside the tested range: Lightning's step, which clips in the hook below)
+            lightning_private.counted_step(lightning_opt, lambda: (self._clip(opt), opt.step()))
+        return last
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Lightning's optimizer step (the path through manual_backward) calls this after the
+        # precision plugin has unscaled the gradients and right before the update: the clip's place.
+        self._clip(optimizer)
+
+    def _clip(self, optimizer) -> None:
+        if self.gradient_clip_val is not None:  # Lightning's public clipping (the precision plugin's)
+            self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
 
     def _diverged(self, what: str) -> NoReturn:
         opt = self._optimizer or self.optimizers(use_pl_optimizer=False)
@@ -291,6 +370,8 @@ class MLPClassifier(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         # The epoch mean goes through torchmetrics once, which syncs it across DDP processes
         # (equal on all ranks); sync_dist=True only tells Lightning so (its mean of equal values).
+        if not epoch_finished(self.trainer):  # a stop mid-epoch (--trainer.max_time): not counted, not logged
+            return
         self.train_loss.update(self._loss_sum / max(self._loss_count, 1), self._loss_count)
         self.log("train/loss_epoch", self.train_loss.compute(), sync_dist=True)
         self.train_loss.reset()
@@ -313,12 +394,16 @@ class MLPClassifier(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         # A finite loss whose update still overflowed: caught here, before the epoch's checkpoint
         # (ModelCheckpoint saves in on_validation_end, which comes after this hook).
-        if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+        trainer = self.trainer
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
             bad = next((name for name, p in self.named_parameters() if not torch.isfinite(p).all()), None)
             if bad is not None:
                 self._diverged(f"parameter {bad} holds NaN or infinite values")
-        self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=True)
-        self.log("val/acc", self.val_acc.compute(), prog_bar=True, sync_dist=True)
+        # the validation Lightning runs when a stop cut the epoch short: its epoch is not counted
+        stopped = trainer.state.fn == "fit" and trainer.should_stop and not epoch_finished(trainer)
+        if not stopped:
+            self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=True)
+            self.log("val/acc", self.val_acc.compute(), prog_bar=True, sync_dist=True)
         self.val_loss.reset()
         self.val_acc.reset()
 

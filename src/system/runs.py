@@ -79,12 +79,17 @@ def discard_unfinished() -> list[Path]:
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A failed write (a full disk) leaves ``path`` as it was and raises :class:`OutputError` naming it.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err} (errno {err.errno})") from err
     finally:
         tmp.unlink(missing_ok=True)
     return path
