@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from src.hand import functional as HF
-from src.hand.nets import FeedForwardNet, SequentialNet
+from src.hand.nets import _TORCH_ACTIVATIONS, FeedForwardNet, SequentialNet
 from src.system.module import MLPClassifier
 from src.train import main
 
@@ -172,6 +172,7 @@ def test_activation_names_have_one_home():
     assert typing.get_args(hints["activation"]) == HF.HIDDEN_ACTIVATIONS
     assert typing.get_args(hints["output_activation"]) == HF.OUTPUT_ACTIVATIONS
     assert set(HF.HIDDEN_ACTIVATIONS) | set(HF.OUTPUT_ACTIVATIONS) == set(HF.ACTIVATIONS) == set(HF.ACTIVATION_FUNCTIONS)
+    assert set(_TORCH_ACTIVATIONS) == set(HF.ACTIVATIONS)  # the twin knows every name
 
 
 @pytest.mark.parametrize("key,allowed", [("activation", HF.HIDDEN_ACTIVATIONS), ("output_activation", HF.OUTPUT_ACTIVATIONS)])

@@ -32,7 +32,7 @@ class Buffers(NamedTuple):
 
     hidden: list[Tensor | None]  # z_l = d_{l−1} W_lᵀ + b_l, then h_l = g(z_l) in the same memory
     dropped: list[Tensor | None]  # d_l = h_l ⊙ m_l (read only with dropout)
-    grad_in: list[Tensor | None]  # ∂L/∂d_l = δ_{l+1} W_{l+1}, then ⊙ m_l with dropout: ∂L/∂h_l
+    grad_d: list[Tensor | None]  # ∂L/∂d_l = δ_{l+1} W_{l+1}, then ⊙ m_l with dropout: ∂L/∂h_l
     delta: list[Tensor | None]  # δ_l = ∂L/∂z_l
     logits: Tensor | None  # z_L, (batch, outputs)
 
@@ -58,7 +58,7 @@ class Workspace:
         self.key: tuple | None = None  # (batch, dtype, device, dropout, widths…) of the buffers held
         self.hidden: list[Tensor] = []  # the fields of Buffers, for the hidden layers l < L
         self.dropped: list[Tensor] = []  # empty without dropout
-        self.grad_in: list[Tensor] = []
+        self.grad_d: list[Tensor] = []
         self.delta: list[Tensor] = []
         self.logits: Tensor | None = None
 
@@ -70,14 +70,15 @@ class Workspace:
             new = lambda n: torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)  # noqa: E731
             self.hidden = [new(n) for n in widths[:-1]]
             self.dropped = [new(n) for n in widths[:-1]] if dropout else []
-            self.grad_in = [new(n) for n in widths[:-1]]
+            self.grad_d = [new(n) for n in widths[:-1]]
             self.delta = [new(n) for n in widths[:-1]]
             self.logits = new(widths[-1])
             self.key = key
-        return Buffers(self.hidden, self.dropped, self.grad_in, self.delta, self.logits)
+        return Buffers(self.hidden, self.dropped, self.grad_d, self.delta, self.logits)
 
 
 def _buffers(workspace: Workspace | None, x: Tensor, weights: Sequence[Tensor], dropout: bool) -> Buffers:
+    """The workspace's buffers for this shape, or none (fresh tensors) without a workspace."""
     return Buffers.fresh(len(weights) - 1) if workspace is None else workspace.buffers(x, weights, dropout)
 
 
@@ -99,6 +100,7 @@ class Saved(NamedTuple):
 
     @staticmethod
     def unflat(tensors: Sequence[Tensor], layers: int, dropout: bool) -> "Saved":
+        """The inverse of :meth:`flat`: ``x``, then ``L`` weights, ``L − 1`` hidden outputs, ``L − 1`` dropped and masks."""
         sizes = (1, layers, layers - 1, layers - 1 if dropout else 0, layers - 1 if dropout else 0)
         parts, start = [], 0
         for size in sizes:
@@ -223,7 +225,7 @@ class FeedForward(HandFunction):
         needs = PerInput.of(ctx.needs_input_grad)
         buf = _buffers(ctx.workspace, s.x, s.weights, ctx.dropout)
         delta = grad_logits  # δ_L: (batch, outputs); autograd's tensor, never written into
-        for l in range(L, 0, -1):
+        for l in range(L, 0, -1):  # layer l's entries sit at position l − 1 of grads and needs
             if needs.weights[l - 1]:
                 grads.weights[l - 1] = delta.t().mm(s.d(l - 1))  # ∂L/∂W_l = δ_lᵀ d_{l−1}: (out_l, in_l)
             if needs.biases[l - 1]:
@@ -237,9 +239,9 @@ class FeedForward(HandFunction):
 
 def _delta_below(g: type, s: Saved, l: int, delta: Tensor, buf: Buffers) -> Tensor:
     """``δ_{l−1} = ((δ_l W_l) ⊙ m_{l−1}) ⊙ g'(h_{l−1})``, into hidden layer ``l − 1``'s buffers (position ``l − 2``)."""
-    grad_d = torch.mm(delta, s.W(l), out=buf.grad_in[l - 2])  # ∂L/∂d_{l−1}: (batch, in_l)
+    grad_d = torch.mm(delta, s.W(l), out=buf.grad_d[l - 2])  # ∂L/∂d_{l−1}: (batch, in_l)
     if s.masks:  # dropout: ∂L/∂h_{l−1} = ∂L/∂d_{l−1} ⊙ m_{l−1}
-        grad_d = torch.mul(grad_d, s.m(l - 1), out=buf.grad_in[l - 2])
+        grad_d = torch.mul(grad_d, s.m(l - 1), out=buf.grad_d[l - 2])
     return g.derivative(grad_d, s.h(l - 1), out=buf.delta[l - 2])
 
 
