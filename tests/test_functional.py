@@ -220,7 +220,7 @@ def _net(gen, sizes=(8, 6, 5, 3), dtype=torch.float32):
                                                                randn(o, gen=gen).to(dtype).detach().requires_grad_())]  # fmt: skip
 
 
-@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "identity"])
 def test_feed_forward_with_a_workspace_equals_fresh_tensors(activation, gen):
     """Reused buffers give the same logits and gradients to the last bit, step after step, also
     when the batch size changes (the last, shorter batch of an epoch) and back."""

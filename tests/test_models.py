@@ -135,7 +135,8 @@ def test_bad_network_arguments(kwargs, needle):
 
 def test_printing_the_net_shows_its_layers():
     text = repr(FeedForwardNet())
-    assert text == "FeedForwardNet(784 → 500 → 250 → 100 → 10, activation=sigmoid, output=softmax, fused=True, dropout=0.0)"
+    expected = "FeedForwardNet(784 → 500 → 250 → 100 → 10, activation=sigmoid, output=softmax, fused=True, dropout=0.0)"
+    assert text == expected
     small = repr(FeedForwardNet(inputs=12, hidden_layers=[9, 7], outputs=4, activation="relu", fused=False,
                                 dropout=0.25, input_dropout=0.1))  # fmt: skip
     assert "12 → 9 → 7 → 4" in small and "activation=relu" in small and "fused=False" in small

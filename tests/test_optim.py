@@ -170,7 +170,9 @@ def _three_params(seed=2):
 
 
 @pytest.mark.parametrize(
-    "cls,kw", [(GD, dict(lr=0.1)), (Adam, dict(lr=0.05, betas=(0.8, 0.99))), (Adam, dict(lr=1e-3))], ids=["gd", "adam", "adam-default"]
+    "cls,kw",
+    [(GD, dict(lr=0.1)), (Adam, dict(lr=0.05, betas=(0.8, 0.99))), (Adam, dict(lr=1e-3))],
+    ids=["gd", "adam", "adam-default"],
 )
 def test_loop_and_foreach_forms_are_equal_to_the_last_bit(cls, kw):
     """The per-parameter loop and the foreach form, 12 steps, one parameter joining at step 4: the same bits."""

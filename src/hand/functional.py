@@ -132,7 +132,10 @@ class Sigmoid(HandFunction):
 
     @staticmethod
     def derivative(grad: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
-        """``grad ⊙ σ'`` from the output ``y``: ``gy = g·y``, then ``gy − gy·y = g·σ(1 − σ)`` (into ``out`` when given)."""
+        """``grad ⊙ σ'`` from the output ``y``: ``gy = g·y``, then ``gy − gy·y = g·σ(1 − σ)``.
+
+        Into ``out`` when given (it may be ``grad``'s memory).
+        """
         gy = torch.mul(grad, y, out=out)
         return torch.addcmul(gy, gy, y, value=-1, out=out)
 
@@ -160,7 +163,10 @@ class Tanh(HandFunction):
 
     @staticmethod
     def derivative(grad: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
-        """``grad ⊙ tanh'`` from the output ``y``: ``g − (g·y)·y = g·(1 − tanh²)`` (into ``out`` when given, not ``grad``'s memory)."""
+        """``grad ⊙ tanh'`` from the output ``y``: ``g − (g·y)·y = g·(1 − tanh²)``.
+
+        Into ``out`` when given (not ``grad``'s memory: ``grad`` is read after ``g·y`` is written).
+        """
         gy = torch.mul(grad, y, out=out)
         return torch.addcmul(grad, gy, y, value=-1, out=out)
 

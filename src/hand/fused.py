@@ -100,7 +100,7 @@ class Saved(NamedTuple):
 
     @staticmethod
     def unflat(tensors: Sequence[Tensor], layers: int, dropout: bool) -> "Saved":
-        """The inverse of :meth:`flat`: ``x``, then ``L`` weights, ``L − 1`` hidden outputs, ``L − 1`` dropped and masks."""
+        """The inverse of :meth:`flat`: ``x``, ``L`` weights, ``L − 1`` hidden outputs, then dropped outputs and masks."""
         sizes = (1, layers, layers - 1, layers - 1 if dropout else 0, layers - 1 if dropout else 0)
         parts, start = [], 0
         for size in sizes:
@@ -238,7 +238,7 @@ class FeedForward(HandFunction):
 
 
 def _delta_below(g: type, s: Saved, l: int, delta: Tensor, buf: Buffers) -> Tensor:
-    """``δ_{l−1} = ((δ_l W_l) ⊙ m_{l−1}) ⊙ g'(h_{l−1})``, into hidden layer ``l − 1``'s buffers (position ``l − 2``)."""
+    """``δ_{l−1} = ((δ_l W_l) ⊙ m_{l−1}) ⊙ g'(h_{l−1})``, in hidden layer ``l − 1``'s buffers (at ``l − 2``)."""
     grad_d = torch.mm(delta, s.W(l), out=buf.grad_d[l - 2])  # ∂L/∂d_{l−1}: (batch, in_l)
     if s.masks:  # dropout: ∂L/∂h_{l−1} = ∂L/∂d_{l−1} ⊙ m_{l−1}
         grad_d = torch.mul(grad_d, s.m(l - 1), out=buf.grad_d[l - 2])

@@ -209,8 +209,10 @@ class Adam(HandOptimizer):
             bias_correction2 = 1 - beta2**t
             m.lerp_(g, 1 - beta1)  # m ← β₁m + (1−β₁)g
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v ← β₂v + (1−β₂)g²
-            denom = v.sqrt().div_(math.sqrt(bias_correction2)).add_(group["eps"])  # √v̂ + ε = √v / √(1−β₂ᵗ) + ε
-            p.addcdiv_(m, denom, value=-group["lr"] / bias_correction1)  # θ ← θ − (η / (1−β₁ᵗ)) m / (√v̂ + ε)
+            # √v̂ + ε = √v / √(1−β₂ᵗ) + ε
+            denom = v.sqrt().div_(math.sqrt(bias_correction2)).add_(group["eps"])
+            # θ ← θ − (η / (1−β₁ᵗ)) m / (√v̂ + ε)
+            p.addcdiv_(m, denom, value=-group["lr"] / bias_correction1)
 
     def _update_foreach(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         # Parameters at the same step t share the bias correction: one set of foreach ops each.
