@@ -1,5 +1,8 @@
 """Every hand-derived Function: gradcheck/gradgradcheck in float64 and equality with torch."""
 
+import inspect
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -47,11 +50,22 @@ def test_linear_matches_torch(gen):
         torch.testing.assert_close(a, r, **TOL)
 
 
-def test_linear_skips_unneeded_grads(gen):
+def test_linear_computes_only_the_gradients_asked_for(gen):
+    """Linear.backward skips ∂L/∂x when x needs none (input data): one matrix product fewer per step.
+
+    Through autograd a gradient returned for such an input is silently dropped, so only a direct
+    call of ``backward`` shows whether it was computed."""
     x, w, b = _inputs(gen)
-    x = x.detach()  # input data needs no gradient
-    (gw,) = torch.autograd.grad(HF.linear(x, w, b).sum(), (w,))
-    torch.testing.assert_close(gw, torch.ones(8, 3, dtype=torch.float64).t() @ x, **TOL)
+    g = torch.randn(8, 3, generator=gen, dtype=torch.float64)
+    ctx = SimpleNamespace(saved_tensors=(x.detach(), w.detach()), needs_input_grad=(False, True, True))
+    grad_x, grad_w, grad_b = HF.Linear.backward(ctx, g)
+    assert grad_x is None
+    torch.testing.assert_close(grad_w, g.t() @ x.detach(), **TOL)
+    torch.testing.assert_close(grad_b, g.sum(0), **TOL)
+    ctx.needs_input_grad = (True, False, False)
+    grad_x, grad_w, grad_b = HF.Linear.backward(ctx, g)
+    assert grad_w is None and grad_b is None
+    torch.testing.assert_close(grad_x, g @ w.detach(), **TOL)
 
 
 @pytest.mark.parametrize("ours,_ref", ACTIVATIONS, ids=IDS)
@@ -132,18 +146,73 @@ def test_feed_forward_is_once_differentiable(gen):
         gx.sum().backward()
 
 
+def _bits(t):
+    """The raw bits of a float32 tensor: equal bits, not just equal values (NaN payloads, the sign of 0)."""
+    return t.contiguous().view(torch.int32)
+
+
+SPECIAL = [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-30, -1e-30, 1e30]
+
+
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "identity"])
-def test_in_place_activation_and_derivative_equal_the_out_of_place_ones(activation, gen):
-    """forward_ / derivative_ (the workspace's in-place ops) give the same bits as forward / derivative."""
-    fn = {"relu": HF.ReLU, "sigmoid": HF.Sigmoid, "tanh": HF.Tanh, "identity": HF.Identity}[activation]
-    z = torch.randn(32, 7, generator=gen) * 3
-    z[0, :3] = 0.0  # ReLU's kink: derivative 0 there, as torch
-    y = fn.forward(z.clone())
-    assert torch.equal(fn.forward_(z.clone()), y)
-    grad = torch.randn(32, 7, generator=gen)
+def test_value_and_derivative_into_a_buffer_equal_the_fresh_ones(activation, gen):
+    """With ``out=`` (the fused node's workspace) each activation's one rule gives the same bits as without."""
+    fn = HF.ACTIVATION_FUNCTIONS[activation]
+    z = torch.randn(32, 8, generator=gen) * 3
+    z[0] = torch.tensor(SPECIAL)  # the kink, signed zeros, infinities, NaN
+    y = fn.value(z)
+    buf = z.clone()
+    assert fn.value(buf, out=buf) is buf and torch.equal(_bits(buf), _bits(y))  # in place, as the workspace does
+    grad = torch.randn(32, 8, generator=gen)
+    grad[1] = torch.tensor(SPECIAL)
     expected = fn.derivative(grad, y)
-    got = fn.derivative_(grad.clone(), y, torch.empty_like(y))
-    assert torch.equal(got, expected)
+    out = torch.empty_like(y)
+    assert fn.derivative(grad, y, out=out) is out and torch.equal(_bits(out), _bits(expected))
+    assert torch.equal(_bits(fn.backward(SimpleNamespace(saved_tensors=(y,)), grad)), _bits(expected))
+
+
+def test_relu_gradient_matches_torch_at_nan_inf_and_zero():
+    """torch cuts the gradient only where relu(x) ≤ 0: a NaN input passes it on, as ours."""
+    x = torch.tensor([float("nan"), 1.0, float("inf"), -float("inf"), 0.0, -0.0, 2.5, -3.0, 1e-300, -1e-300],
+                     dtype=torch.float64, requires_grad=True)  # fmt: skip
+    upstream = torch.tensor([2.0, -1.0, 3.0, 4.0, -5.0, 6.0, -2.0, 7.0, -8.0, 9.0], dtype=torch.float64)
+    for g in (torch.ones_like(x), upstream):
+        (ours,) = torch.autograd.grad(HF.relu(x), x, g)
+        (ref,) = torch.autograd.grad(torch.relu(x), x, g)
+        torch.testing.assert_close(ours, ref, rtol=0, atol=0, equal_nan=True)  # the same values (0 == −0)
+        assert ours[0] == g[0] and not ours.isnan().any()  # NaN input: the gradient passed on
+    (ours,) = torch.autograd.grad(HF.relu(x[:2]).sum(), x)
+    assert ours[:2].tolist() == [1.0, 1.0]  # x = [nan, 1]: grad [1, 1], as torch
+
+
+@pytest.mark.parametrize("workspace", [False, True], ids=["fresh", "workspace"])
+def test_feed_forward_relu_at_nan_matches_torch(workspace):
+    """The fused node's ReLU has the same rule: a NaN pre-activation passes ∂L/∂h on, as torch's chain does."""
+    w1 = torch.eye(4).requires_grad_()  # z_1 = x + b_1: the bias brings NaN and -inf to the ReLU
+    b1 = torch.tensor([float("nan"), 0.0, -float("inf"), 0.0]).requires_grad_()
+    w2 = torch.tensor([[1.0, -2.0, 0.5, 3.0], [0.0, 1.0, 1.0, -1.0]]).requires_grad_()
+    b2 = torch.zeros(2).requires_grad_()
+    x = torch.tensor([[1.0, 0.0, 2.0, -1.0], [-1.0, -0.0, 3.0, 2.0]], requires_grad=True)  # zeros: the kink
+    params = [w1, b1, w2, b2]
+    g = torch.tensor([[1.0, 2.0], [-1.0, 0.5]])
+    ours = FF.feed_forward(x, "relu", params, FF.Workspace() if workspace else None)
+    ref = F.linear(torch.relu(F.linear(x, w1, b1)), w2, b2)
+    grads = torch.autograd.grad(ours, [x, *params], g)
+    ref_grads = torch.autograd.grad(ref, [x, *params], g)
+    for a, r in zip(grads, ref_grads):
+        torch.testing.assert_close(a, r, rtol=0, atol=0, equal_nan=True)
+    # ∂L/∂x = δ_1 (W_1 = I); at the NaN unit δ_1 = Σ_k g_k W_2[k, 0] passed on, at the others 0 but the live one
+    assert grads[0].tolist() == [[1.0, 0.0, 0.0, 0.0], [-1.0, 0.0, 0.0, -3.5]]
+
+
+def test_per_input_layout_follows_feed_forward_signature():
+    """PerInput reads needs_input_grad in FeedForward.forward's order: x, the non-tensor inputs, W_1, b_1, …"""
+    names = [p.name for p in inspect.signature(FF.FeedForward.forward).parameters.values()]
+    assert names == ["x", "activation", "workspace", "masks", "params"]
+    flat = ("x", "act", "ws", "masks", "W1", "b1", "W2", "b2")
+    per = FF.PerInput.of(flat)
+    assert per == FF.PerInput("x", ["W1", "W2"], ["b1", "b2"])
+    assert per.inputs() == ("x", None, None, None, "W1", "b1", "W2", "b2")
 
 
 def _net(gen, sizes=(8, 6, 5, 3), dtype=torch.float32):
@@ -151,7 +220,7 @@ def _net(gen, sizes=(8, 6, 5, 3), dtype=torch.float32):
                                                                randn(o, gen=gen).to(dtype).detach().requires_grad_())]  # fmt: skip
 
 
-@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "identity"])
 def test_feed_forward_with_a_workspace_equals_fresh_tensors(activation, gen):
     """Reused buffers give the same logits and gradients to the last bit, step after step, also
     when the batch size changes (the last, shorter batch of an epoch) and back."""

@@ -159,8 +159,6 @@ PRIVATE_NAMES = [
     "_save_last_checkpoint", "_monitor_candidates", "_get_next_version", "_start_method", "_hparams_initial",
     "_trainer", "_lightning_optimizers", "_opt_called",
 ]  # fmt: skip
-# issue 17 removes this line from src/hand/optim.py in another branch; delete the entry once merged
-PENDING = {("src/hand/optim.py", "_opt_called")}
 
 
 def test_private_names_only_in_lightning_private():
@@ -171,6 +169,6 @@ def test_private_names_only_in_lightning_private():
             continue
         text = path.read_text()
         for name in PRIVATE_NAMES:
-            if (rel, name) not in PENDING and re.search(rf"[.'\"]{name}\b", text):
+            if re.search(rf"[.'\"]{name}\b", text):
                 offenders.append(f"{rel}: {name}")
     assert offenders == []

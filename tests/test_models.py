@@ -1,12 +1,15 @@
 """The custom network against its nn.Sequential twin, and the purity of its backward graph."""
 
 import re
+import typing
 
 import pytest
 import torch
 
-from src.hand.nets import FeedForwardNet, SequentialNet
+from src.hand import functional as HF
+from src.hand.nets import _TORCH_ACTIVATIONS, FeedForwardNet, SequentialNet
 from src.system.module import MLPClassifier
+from src.train import main
 
 ARCH = dict(inputs=12, hidden_layers=[9, 7, 5], outputs=4)
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -128,3 +131,54 @@ def test_default_architecture_is_the_seeds():
 def test_bad_network_arguments(kwargs, needle):
     with pytest.raises(ValueError, match=re.escape(needle)):
         FeedForwardNet(**kwargs)
+
+
+def test_printing_the_net_shows_its_layers():
+    text = repr(FeedForwardNet())
+    expected = "FeedForwardNet(784 → 500 → 250 → 100 → 10, activation=sigmoid, output=softmax, fused=True, dropout=0.0)"
+    assert text == expected
+    small = repr(FeedForwardNet(inputs=12, hidden_layers=[9, 7], outputs=4, activation="relu", fused=False,
+                                dropout=0.25, input_dropout=0.1))  # fmt: skip
+    assert "12 → 9 → 7 → 4" in small and "activation=relu" in small and "fused=False" in small
+    assert "dropout=0.25" in small and "input_dropout=0.1" in small
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "per-op"])
+def test_layer_outputs_is_the_per_op_chain_of_logits(fused):
+    """layer_outputs runs one node per op; its last output is what logits gives on either path, to the last bit."""
+    net = FeedForwardNet(**ARCH, activation="tanh", seed=4, fused=fused)
+    x = _batch()[0].float()
+    outputs, weights = net.layer_outputs(x)
+    assert [tuple(h.shape) for h in outputs] == [(16, 9), (16, 7), (16, 5), (16, 4)]
+    assert weights == net.weights()
+    assert [type(h.grad_fn).__name__ for h in outputs] == ["TanhBackward", "TanhBackward", "TanhBackward", "LinearBackward"]
+    assert torch.equal(outputs[-1], net.logits(x))
+
+
+def test_layer_outputs_of_the_twin_match():
+    """The twin's layer_outputs (module by module, dropout skipped) gives the same h_l and W_l."""
+    kw = dict(ARCH, activation="relu", seed=4, dtype=torch.float64, dropout=0.5)
+    ours, twin = FeedForwardNet(**kw), SequentialNet(**kw)
+    x = _batch()[0]
+    (h_a, w_a), (h_b, w_b) = ours.layer_outputs(x), twin.layer_outputs(x)
+    assert len(h_a) == len(h_b) == len(w_a) == len(w_b) == 4
+    for a, b in zip(h_a, h_b):
+        torch.testing.assert_close(a, b, **TOL)
+    assert all(torch.equal(a, b) for a, b in zip(w_a, w_b))
+
+
+def test_activation_names_have_one_home():
+    """The CLI's choices are the tuples the nets check against: one list of names."""
+    hints = typing.get_type_hints(MLPClassifier.__init__)
+    assert typing.get_args(hints["activation"]) == HF.HIDDEN_ACTIVATIONS
+    assert typing.get_args(hints["output_activation"]) == HF.OUTPUT_ACTIVATIONS
+    assert set(HF.HIDDEN_ACTIVATIONS) | set(HF.OUTPUT_ACTIVATIONS) == set(HF.ACTIVATIONS) == set(HF.ACTIVATION_FUNCTIONS)
+    assert set(_TORCH_ACTIVATIONS) == set(HF.ACTIVATIONS)  # the twin knows every name
+
+
+@pytest.mark.parametrize("key,allowed", [("activation", HF.HIDDEN_ACTIVATIONS), ("output_activation", HF.OUTPUT_ACTIVATIONS)])
+def test_cli_refuses_an_unknown_activation_naming_the_choices(key, allowed, capsys):
+    with pytest.raises(SystemExit):
+        main([f"--model.{key}", "softplus"], run=False)
+    err = capsys.readouterr().err
+    assert f"--model.{key}='softplus' is not allowed; allowed: {', '.join(map(repr, allowed))}" in err

@@ -27,22 +27,27 @@ def _lockstep(ours_cls, ours_kw, ref_cls, ref_kw, steps):
     return a, b, opt_a
 
 
+FOREACH = pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "loop"])
+
+
+@FOREACH
 @pytest.mark.parametrize("steps", [1, 10, 25])
 @pytest.mark.parametrize("lr", [1e-3, 0.1, 0.5])
-def test_gd_matches_sgd(lr, steps):
-    a, b, _ = _lockstep(GD, dict(lr=lr), torch.optim.SGD, dict(lr=lr), steps)
+def test_gd_matches_sgd(lr, steps, foreach):
+    a, b, _ = _lockstep(GD, dict(lr=lr, foreach=foreach), torch.optim.SGD, dict(lr=lr), steps)
     for pa, pb in zip(a, b):
         torch.testing.assert_close(pa, pb, **TOL)
 
 
+@FOREACH
 @pytest.mark.parametrize("steps", [1, 10, 25])
 @pytest.mark.parametrize(
     "lr,betas,eps",
     [(1e-3, (0.9, 0.999), 1e-8), (0.05, (0.8, 0.99), 1e-6), (0.01, (0.0, 0.5), 1e-3), (0.1, (0.95, 0.9999), 1e-8)],
 )
-def test_adam_matches_torch_adam(lr, betas, eps, steps):
+def test_adam_matches_torch_adam(lr, betas, eps, steps, foreach):
     kw = dict(lr=lr, betas=betas, eps=eps)
-    a, b, opt = _lockstep(Adam, kw, torch.optim.Adam, kw, steps)
+    a, b, opt = _lockstep(Adam, dict(kw, foreach=foreach), torch.optim.Adam, kw, steps)
     for pa, pb in zip(a, b):
         torch.testing.assert_close(pa, pb, **TOL)
     assert all(opt.state[p]["step"] == steps for p in a)
@@ -104,6 +109,12 @@ def test_bad_hyperparameters(cls, kwargs, needle):
         cls([torch.zeros(1, requires_grad=True)], **kwargs)
 
 
+@pytest.mark.parametrize("cls", [GD, Adam])
+def test_foreach_must_be_a_bool(cls):
+    with pytest.raises(TypeError, match=re.escape("foreach='no'")):
+        cls([torch.zeros(1, requires_grad=True)], foreach="no")
+
+
 class _TorchAdam(torch.optim.Adam):
     def step_in_backward(self, enable: bool = True) -> None:  # the reference always steps after backward
         assert not enable
@@ -140,12 +151,66 @@ def test_step_in_backward_equals_step_after_backward(cls, kw):
     assert not opt.steps_in_backward
 
 
-def test_adam_counts_steps_per_parameter():
+@FOREACH
+def test_adam_counts_steps_per_parameter(foreach):
     """A parameter that first gets a gradient at step 3 starts its bias correction there, as torch.optim.Adam."""
     kw = dict(lr=0.05, betas=(0.8, 0.99))
-    ours, opt = _train(Adam, kw, 6, in_backward=False, late=1)
+    ours, opt = _train(Adam, dict(kw, foreach=foreach), 6, in_backward=False, late=1)
     ref, ref_opt = _train(_TorchAdam, kw, 6, in_backward=False, late=1)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, **TOL)
     assert opt.state[ours[0]]["step"] == 6 and opt.state[ours[1]]["step"] == 4
     assert int(ref_opt.state[ref[1]]["step"]) == 4
+
+
+def _three_params(seed=2):
+    """A weight, a bias and a late weight (no gradient before step 4): float32, as training runs."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(6, 5, generator=gen), torch.randn(6, generator=gen), torch.randn(3, 6, generator=gen)]
+
+
+@pytest.mark.parametrize(
+    "cls,kw",
+    [(GD, dict(lr=0.1)), (Adam, dict(lr=0.05, betas=(0.8, 0.99))), (Adam, dict(lr=1e-3))],
+    ids=["gd", "adam", "adam-default"],
+)
+def test_loop_and_foreach_forms_are_equal_to_the_last_bit(cls, kw):
+    """The per-parameter loop and the foreach form, 12 steps, one parameter joining at step 4: the same bits."""
+    sides = []
+    for foreach in (True, False):
+        params = [p.clone().requires_grad_() for p in _three_params()]
+        opt = cls(params, foreach=foreach, **kw)
+        gen = torch.Generator().manual_seed(3)
+        trace = []
+        for step in range(1, 13):
+            opt.zero_grad()
+            x = torch.randn(9, 5, generator=gen)
+            h = torch.tanh(x @ params[0].t() + params[1])  # (9, 6)
+            late = params[2] if step >= 4 else params[2].detach()
+            ((h @ late.t()).square().sum() + h.square().sum()).backward()
+            opt.step()
+            trace.append([p.detach().clone() for p in params])
+        sides.append((trace, opt))
+    (trace_a, opt_a), (trace_b, opt_b) = sides
+    for step, (a, b) in enumerate(zip(trace_a, trace_b), start=1):
+        for pa, pb in zip(a, b):
+            assert torch.equal(pa, pb), step  # every step, every parameter
+    assert not torch.equal(trace_a[-1][2], _three_params()[2])  # the late one did move
+    if cls is Adam:
+        steps = [opt_a.state[p]["step"] for p in opt_a.param_groups[0]["params"]]
+        assert steps == [opt_b.state[p]["step"] for p in opt_b.param_groups[0]["params"]] == [12, 12, 9]
+        for pa, pb in zip(opt_a.param_groups[0]["params"], opt_b.param_groups[0]["params"]):
+            assert torch.equal(opt_a.state[pa]["exp_avg_sq"], opt_b.state[pb]["exp_avg_sq"])
+
+
+def test_foreach_travels_with_the_state_dict():
+    """The switch is a group setting like lr: saved, loaded, and defaulted for a state saved without it."""
+    p = torch.zeros(2, requires_grad=True)
+    saved = Adam([p], foreach=False).state_dict()
+    assert saved["param_groups"][0]["foreach"] is False
+    fresh = Adam([p])
+    fresh.load_state_dict(saved)
+    assert fresh.param_groups[0]["foreach"] is False
+    del saved["param_groups"][0]["foreach"]  # a checkpoint written before the switch existed
+    fresh.load_state_dict(saved)
+    assert fresh.param_groups[0]["foreach"] is True

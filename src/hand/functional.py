@@ -6,11 +6,15 @@ gradient per input).  The derivative is written in each docstring and
 ``backward`` reads like it.  Model code calls the lowercase wrappers
 (:func:`linear`, :func:`relu`, ...), never ``.apply``.
 
+Each elementwise activation writes its rule once, as two static methods beside its
+``forward``: ``value(x)`` and ``derivative(grad, y)`` (``grad ⊙ f'``, from the saved output
+``y``).  ``forward`` is ``value``, ``backward`` is ``derivative``; the one-node net of
+:mod:`src.hand.fused` calls the same two with an ``out=`` buffer, so both paths run the
+same arithmetic (and give the same bits).
+
 All per-op backward passes are built from differentiable tensor ops on saved
 tensors, so each of those Functions is twice differentiable;
 ``tests/test_functional.py`` checks that with ``gradgradcheck``.
-:class:`FeedForward` chains the same math for a whole net in one node (the
-network's default path, ``once_differentiable``).
 
 Shapes: ``x`` is ``(batch, in_features)``, ``weight`` is
 ``(out_features, in_features)`` like :class:`torch.nn.Linear`.
@@ -27,7 +31,11 @@ from torch.autograd import Function
 
 from .checks import check_float, check_linear
 
-__all__ = ["HandFunction", "Linear", "ReLU", "Sigmoid", "Tanh", "Softmax", "Identity", "linear", "relu", "sigmoid", "tanh", "softmax", "identity", "ACTIVATIONS"]
+__all__ = [
+    "HandFunction", "Linear", "ReLU", "Sigmoid", "Tanh", "Softmax", "Identity",
+    "linear", "relu", "sigmoid", "tanh", "softmax", "identity",
+    "ACTIVATIONS", "ACTIVATION_FUNCTIONS", "HIDDEN_ACTIVATIONS", "OUTPUT_ACTIVATIONS",
+]  # fmt: skip
 
 
 class HandFunction(Function):
@@ -80,31 +88,35 @@ class Linear(HandFunction):
 
 
 class ReLU(HandFunction):
-    """``relu(x) = max(0, x)``;  ``relu'(x) = 1[x > 0]`` (0 at the kink, as torch)."""
+    """``relu(x) = max(0, x)``;  ``relu'(x) = 1[x > 0] = 1[y ≠ 0]``, from the saved output ``y``.
+
+    ``relu'(0) = 0`` at the kink, as torch.  torch's backward zeroes the gradient where ``y ≤ 0``
+    and passes it on everywhere else; for an output of relu (never negative) that is ``y ≠ 0``,
+    so a NaN input passes the upstream gradient on (``y`` is NaN and ``NaN ≠ 0``), as torch's.
+    The gradient is multiplied by the mask (torch selects): a dead unit gets ``0·g``, which is
+    ``−0`` for a negative ``g`` and NaN for an infinite one (torch: 0); on the CPU this is about
+    ten times faster than ``torch.where`` in the training step.
+    """
+
+    @staticmethod
+    def value(x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``max(0, x)``, written into ``out`` when given (NaN stays NaN, as torch.relu)."""
+        return torch.clamp_min(x, 0, out=out)
+
+    @staticmethod
+    def derivative(grad: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
+        """``grad ⊙ 1[y ≠ 0]`` from the output ``y`` (into ``out`` when given, not ``grad``'s memory)."""
+        live = torch.ne(y, 0, out=out)  # 1[y ≠ 0]: bool, or 1.0 / 0.0 in out's memory
+        return torch.mul(grad, live, out=out)
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:
-        return x.clamp_min(0)
+        return ReLU.value(x)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         # The output carries the same sign information as the input: y > 0 ⇔ x > 0.
         ctx.save_for_backward(output)
-
-    @staticmethod
-    def derivative(grad: Tensor, y: Tensor) -> Tensor:
-        """``grad ⊙ relu'``, from the output ``y``."""
-        return grad * (y > 0)
-
-    @staticmethod
-    def forward_(z: Tensor) -> Tensor:
-        """:meth:`forward` in place on ``z`` (a buffer of the :class:`Workspace`)."""
-        return z.clamp_min_(0)
-
-    @staticmethod
-    def derivative_(grad: Tensor, y: Tensor, tmp: Tensor) -> Tensor:
-        """:meth:`derivative` in place on ``grad``, with ``tmp`` for ``1[y > 0]`` as 1.0 / 0.0 (the same products)."""
-        return grad.mul_(torch.gt(y, 0, out=tmp))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
@@ -116,28 +128,26 @@ class Sigmoid(HandFunction):
     """``σ(x) = 1 / (1 + e^{-x})``;  ``σ'(x) = σ(x)(1 − σ(x))``, from the saved output ``y``."""
 
     @staticmethod
+    def value(x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``σ(x)``, written into ``out`` when given."""
+        return torch.sigmoid(x, out=out)
+
+    @staticmethod
+    def derivative(grad: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
+        """``grad ⊙ σ'`` from the output ``y``: ``gy = g·y``, then ``gy − gy·y = g·σ(1 − σ)``.
+
+        Into ``out`` when given (it may be ``grad``'s memory).
+        """
+        gy = torch.mul(grad, y, out=out)
+        return torch.addcmul(gy, gy, y, value=-1, out=out)
+
+    @staticmethod
     def forward(x: Tensor) -> Tensor:
-        return torch.sigmoid(x)
+        return Sigmoid.value(x)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         ctx.save_for_backward(output)
-
-    @staticmethod
-    def derivative(grad: Tensor, y: Tensor) -> Tensor:
-        """``grad ⊙ σ'``, from the output ``y``: g·y − g·y·y = g·σ(1 − σ), in two kernels."""
-        gy = grad * y
-        return torch.addcmul(gy, gy, y, value=-1)
-
-    @staticmethod
-    def forward_(z: Tensor) -> Tensor:
-        """:meth:`forward` in place on ``z`` (a buffer of the :class:`Workspace`)."""
-        return torch.sigmoid(z, out=z)
-
-    @staticmethod
-    def derivative_(grad: Tensor, y: Tensor, tmp: Tensor) -> Tensor:
-        """:meth:`derivative` in place on ``grad``: ``gy = g·y`` then ``gy − gy·y``, elementwise (``tmp`` unused)."""
-        return grad.mul_(y).addcmul_(grad, y, value=-1)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
@@ -149,27 +159,26 @@ class Tanh(HandFunction):
     """``tanh(x)``;  ``tanh'(x) = 1 − tanh(x)²``, from the saved output ``y``."""
 
     @staticmethod
+    def value(x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``tanh(x)``, written into ``out`` when given."""
+        return torch.tanh(x, out=out)
+
+    @staticmethod
+    def derivative(grad: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
+        """``grad ⊙ tanh'`` from the output ``y``: ``g − (g·y)·y = g·(1 − tanh²)``.
+
+        Into ``out`` when given (not ``grad``'s memory: ``grad`` is read after ``g·y`` is written).
+        """
+        gy = torch.mul(grad, y, out=out)
+        return torch.addcmul(grad, gy, y, value=-1, out=out)
+
+    @staticmethod
     def forward(x: Tensor) -> Tensor:
-        return torch.tanh(x)
+        return Tanh.value(x)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         ctx.save_for_backward(output)
-
-    @staticmethod
-    def derivative(grad: Tensor, y: Tensor) -> Tensor:
-        """``grad ⊙ tanh'``, from the output ``y``: g − g·y·y = g·(1 − tanh²), in two kernels."""
-        return torch.addcmul(grad, grad * y, y, value=-1)
-
-    @staticmethod
-    def forward_(z: Tensor) -> Tensor:
-        """:meth:`forward` in place on ``z`` (a buffer of the :class:`Workspace`)."""
-        return torch.tanh(z, out=z)
-
-    @staticmethod
-    def derivative_(grad: Tensor, y: Tensor, tmp: Tensor) -> Tensor:
-        """:meth:`derivative` in place on ``grad``, with ``g·y`` in ``tmp``."""
-        return grad.addcmul_(torch.mul(grad, y, out=tmp), y, value=-1)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
@@ -210,29 +219,26 @@ class Identity(HandFunction):
     """
 
     @staticmethod
+    def value(x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``x`` (a view of it), or copied into ``out`` when given (nothing to copy when ``out`` is ``x``)."""
+        return x.view_as(x) if out is None else out.copy_(x)
+
+    @staticmethod
+    def derivative(grad: Tensor, y: Tensor | None, out: Tensor | None = None) -> Tensor:
+        """``grad ⊙ 1``: ``grad`` itself, or copied into ``out`` when given."""
+        return grad if out is None else out.copy_(grad)
+
+    @staticmethod
     def forward(x: Tensor) -> Tensor:
-        return x.view_as(x)
+        return Identity.value(x)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         pass
 
     @staticmethod
-    def derivative(grad: Tensor, y: Tensor) -> Tensor:
-        """``grad ⊙ 1``."""
-        return grad
-
-    @staticmethod
-    def forward_(z: Tensor) -> Tensor:
-        return z
-
-    @staticmethod
-    def derivative_(grad: Tensor, y: Tensor, tmp: Tensor) -> Tensor:
-        return grad
-
-    @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return grad
+        return Identity.derivative(grad, None)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -279,3 +285,9 @@ ACTIVATIONS = {
     "softmax": softmax,
     "identity": identity,
 }
+#: Activation name → its Function (``value`` / ``derivative`` of the elementwise ones: the fused node's).
+ACTIVATION_FUNCTIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "softmax": Softmax, "identity": Identity}
+#: What a hidden layer may use (the nets, the CLI's choices): the elementwise activations.
+HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity")
+#: What the output layer may use (the nets, the CLI's choices).
+OUTPUT_ACTIVATIONS = ("softmax", "identity", "sigmoid")

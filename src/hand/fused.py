@@ -1,86 +1,179 @@
-"""The fused path: the whole net in one autograd node, with buffers reused between steps."""
+"""An optimization of the per-op chain: the whole net in one autograd node, with buffers reused between steps.
+
+Read :meth:`~src.hand.nets.FeedForwardNet.layer_outputs` first: the net as a chain of per-op
+Functions (:func:`~src.hand.functional.linear` and the activation per layer, ``2L − 1`` autograd
+nodes).  :class:`FeedForward` computes the same thing in one node, for speed (BENCHMARKS.md):
+the same products in the same order, and the same activation rule (each activation's
+``value`` and ``derivative`` of :mod:`src.hand.functional`), so the results are equal to the
+last bit; while training it writes into a :class:`Workspace` instead of allocating.  Nothing here
+is new math: ``test_feed_forward_equals_the_per_op_chain`` (``tests/test_functional.py``) proves
+the equality for one pass, ``tests/test_fast_path.py`` for whole training runs.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .functional import HandFunction, Identity, ReLU, Sigmoid, Tanh
+from .checks import check_choice
+from .functional import ACTIVATION_FUNCTIONS, HIDDEN_ACTIVATIONS, HandFunction
 
-__all__ = ["FeedForward", "Workspace", "feed_forward"]
+__all__ = ["FeedForward", "Workspace", "Buffers", "Saved", "PerInput", "feed_forward"]
+
+
+class Buffers(NamedTuple):
+    """Where one pass writes its tensors: a reused buffer, or ``None`` for a fresh tensor.
+
+    Each list holds the hidden layers ``l = 1 … L−1`` at positions ``0 … L−2``; all ``(batch, out_l)``.
+    """
+
+    hidden: list[Tensor | None]  # z_l = d_{l−1} W_lᵀ + b_l, then h_l = g(z_l) in the same memory
+    dropped: list[Tensor | None]  # d_l = h_l ⊙ m_l (read only with dropout)
+    grad_d: list[Tensor | None]  # ∂L/∂d_l = δ_{l+1} W_{l+1}, then ⊙ m_l with dropout: ∂L/∂h_l
+    delta: list[Tensor | None]  # δ_l = ∂L/∂z_l
+    logits: Tensor | None  # z_L, (batch, outputs)
+
+    @staticmethod
+    def fresh(hidden_layers: int) -> "Buffers":
+        """No buffers: every op allocates its result (evaluation, and calls without a workspace)."""
+        none = [None] * hidden_layers
+        return Buffers(none, none, none, none, None)
 
 
 class Workspace:
     """Work buffers of one net's :class:`FeedForward` node, kept between training steps of the same shape.
 
     One training step writes every layer's output ``h_l`` (forward) and every ``δ_l`` (backward)
-    into the same memory as the step before, with ``out=`` and in-place ops, instead of
-    allocating about a dozen tensors per step.  The ``h_l`` are saved for backward like any
-    saved tensor, so autograd's version counters still guard them: a second training forward
-    before the first one's backward overwrites them, and that backward then raises instead of
-    returning wrong gradients.  Evaluation (no gradient) never uses a workspace.
+    into the same memory as the step before, with ``out=`` arguments, instead of allocating about
+    a dozen tensors per step.  The ``h_l`` are saved for backward like any saved tensor, so
+    autograd's version counters still guard them: a second training forward before the first
+    one's backward overwrites them, and that backward then raises instead of returning wrong
+    gradients.  Evaluation (no gradient) never uses a workspace.
     """
 
     def __init__(self) -> None:
-        self.key: tuple | None = None
-        self.hidden: list[Tensor] = []  # h_l, (batch, out_l), l < L
-        self.delta: list[Tensor] = []  # δ_l, (batch, out_l), l < L
-        self.scratch: list[Tensor] = []  # one temporary per hidden layer (tanh's and ReLU's derivative_)
-        self.dropped: list[Tensor] = []  # h_l ⊙ m_l with dropout, (batch, out_l), l < L; else empty
-        self.logits: Tensor | None = None  # (batch, outputs)
+        self.key: tuple | None = None  # (batch, dtype, device, dropout, widths…) of the buffers held
+        self.hidden: list[Tensor] = []  # the fields of Buffers, for the hidden layers l < L
+        self.dropped: list[Tensor] = []  # empty without dropout
+        self.grad_d: list[Tensor] = []
+        self.delta: list[Tensor] = []
+        self.logits: Tensor | None = None
 
-    def buffers(self, x: Tensor, params: tuple[Tensor, ...], dropout: bool = False) -> "Workspace":
-        """Allocate the buffers when the batch size, layer sizes, dtype, device or dropout change; else reuse them."""
-        widths = [w.shape[0] for w in params[::2]]
+    def buffers(self, x: Tensor, weights: Sequence[Tensor], dropout: bool) -> Buffers:
+        """The buffers for this shape: new when the batch size, layer sizes, dtype, device or dropout change."""
+        widths = [w.shape[0] for w in weights]
         key = (x.shape[0], x.dtype, x.device, dropout, *widths)
         if key != self.key:
             new = lambda n: torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)  # noqa: E731
             self.hidden = [new(n) for n in widths[:-1]]
-            self.delta = [new(n) for n in widths[:-1]]
-            self.scratch = [new(n) for n in widths[:-1]]
             self.dropped = [new(n) for n in widths[:-1]] if dropout else []
+            self.grad_d = [new(n) for n in widths[:-1]]
+            self.delta = [new(n) for n in widths[:-1]]
             self.logits = new(widths[-1])
             self.key = key
-        return self
+        return Buffers(self.hidden, self.dropped, self.grad_d, self.delta, self.logits)
+
+
+def _buffers(workspace: Workspace | None, x: Tensor, weights: Sequence[Tensor], dropout: bool) -> Buffers:
+    """The workspace's buffers for this shape, or none (fresh tensors) without a workspace."""
+    return Buffers.fresh(len(weights) - 1) if workspace is None else workspace.buffers(x, weights, dropout)
+
+
+class Saved(NamedTuple):
+    """What :class:`FeedForward` saves for backward, by name (``ctx.saved_tensors`` is :meth:`flat`).
+
+    The accessors count layers as the math does: ``W(l)``, ``h(l)``, ``m(l)`` for ``l ≥ 1``, and
+    ``d(l)``, the input of layer ``l + 1``, from ``d(0) = x``.
+    """
+
+    x: Tensor  # (batch, inputs)
+    weights: tuple[Tensor, ...]  # W_1 … W_L, (out_l, in_l)
+    hidden: tuple[Tensor, ...]  # h_1 … h_{L−1}, for g'(h_l)
+    dropped: tuple[Tensor, ...]  # d_1 … d_{L−1} = h_l ⊙ m_l; empty without dropout
+    masks: tuple[Tensor, ...]  # m_1 … m_{L−1}; empty without dropout
+
+    def flat(self) -> tuple[Tensor, ...]:
+        return (self.x, *self.weights, *self.hidden, *self.dropped, *self.masks)
+
+    @staticmethod
+    def unflat(tensors: Sequence[Tensor], layers: int, dropout: bool) -> "Saved":
+        """The inverse of :meth:`flat`: ``x``, ``L`` weights, ``L − 1`` hidden outputs, then dropped outputs and masks."""
+        sizes = (1, layers, layers - 1, layers - 1 if dropout else 0, layers - 1 if dropout else 0)
+        parts, start = [], 0
+        for size in sizes:
+            parts.append(tuple(tensors[start : start + size]))
+            start += size
+        (x,), *rest = parts
+        return Saved(x, *rest)
+
+    def W(self, l: int) -> Tensor:
+        return self.weights[l - 1]
+
+    def h(self, l: int) -> Tensor:
+        return self.hidden[l - 1]
+
+    def m(self, l: int) -> Tensor | None:
+        return self.masks[l - 1] if self.masks else None
+
+    def d(self, l: int) -> Tensor:
+        """What layer ``l + 1`` reads: ``x`` for ``l = 0``, ``h_l ⊙ m_l`` with dropout, ``h_l`` without."""
+        return self.x if l == 0 else (self.dropped or self.hidden)[l - 1]
+
+
+#: FeedForward's inputs before the parameters: x, activation, workspace, masks
+_BEFORE_PARAMS = 4
+
+
+class PerInput(NamedTuple):
+    """One entry per input of :class:`FeedForward` that can have a gradient: ``needs_input_grad``, or the gradients."""
+
+    x: Any
+    weights: list  # W_1 … W_L
+    biases: list  # b_1 … b_L
+
+    @staticmethod
+    def of(inputs: Sequence) -> "PerInput":
+        """From FeedForward's input order ``(x, activation, workspace, masks, W_1, b_1, …, W_L, b_L)``."""
+        params = inputs[_BEFORE_PARAMS:]
+        return PerInput(inputs[0], list(params[0::2]), list(params[1::2]))
+
+    def inputs(self) -> tuple:
+        """Back in that order, ``None`` for the activation, the workspace and the masks."""
+        params = (g for pair in zip(self.weights, self.biases) for g in pair)
+        return (self.x, *(None,) * (_BEFORE_PARAMS - 1), *params)
 
 
 class FeedForward(HandFunction):
     """A whole fully connected net in one node: the course report's ``forward_propagation`` and ``backPropogation``.
 
-    Forward, for layers ``l = 1 … L`` with ``h₀ = x``::
+    Forward, for layers ``l = 1 … L`` with ``d₀ = x`` (``g`` the hidden activation)::
 
-        h_l = g(h_{l−1} W_lᵀ + b_l)   (l < L),      logits = h_{L−1} W_Lᵀ + b_L
+        z_l = d_{l−1} W_lᵀ + b_l,   h_l = g(z_l),   d_l = h_l (⊙ m_l with dropout)   (l < L)
+        logits = z_L
 
     Backward, from ``δ_L = ∂L/∂logits`` down::
 
-        ∂L/∂W_l = δ_lᵀ h_{l−1},   ∂L/∂b_l = Σ_batch δ_l,   δ_{l−1} = (δ_l W_l) ⊙ g'(h_{l−1})
+        ∂L/∂W_l = δ_lᵀ d_{l−1},   ∂L/∂b_l = Σ_batch δ_l,   δ_{l−1} = ((δ_l W_l) ⊙ m_{l−1}) ⊙ g'(h_{l−1})
 
-    the same products and activation derivatives as chaining :class:`Linear` and the activation
-    Functions (``derivative`` of each, from the saved outputs ``h_l``), so the results are equal
-    to the last bit, but one autograd node instead of ``2L − 1``.
+    without dropout ``m = 1`` (no multiplication at all), and ``∂L/∂x = δ_1 W_1``.  These are
+    :class:`~src.hand.functional.Linear`'s products and the activation's ``value`` /
+    ``derivative`` (from the saved outputs ``h_l``), in the per-op chain's order, so both agree
+    to the last bit, but in one autograd node instead of ``2L − 1`` (``3L − 2`` with dropout).
+    The dropout masks ``m_l`` are the scaled masks of :func:`src.hand.dropout.dropout_mask`,
+    drawn outside, one per hidden layer (:class:`src.hand.dropout.Dropout` is the per-op form).
 
-    With a :class:`Workspace` (training), ``h_l`` and ``δ_l`` live in buffers reused from step to
-    step: the bias is added inside ``addmm``, the activation and its derivative run in place
-    (``forward_`` and ``derivative_`` of each activation, the same arithmetic as the out-of-place
-    ones), and only the returned gradients are new tensors (autograd moves them into ``.grad``
-    without a copy).  Without one, every tensor is fresh.
+    With a :class:`Workspace` (training), every ``z_l``/``h_l``, ``d_l``, ``δ_l W_l`` and ``δ_l``
+    is written into a buffer reused from step to step (the same ops with ``out=``); only the
+    returned gradients are new tensors (autograd moves them into ``.grad`` without a copy).
 
-    With dropout (``masks`` = the scaled masks ``m_l`` of :func:`src.hand.dropout.dropout_mask`, one
-    per hidden layer), the next layer reads ``d_l = h_l ⊙ m_l`` and the backward multiplies by the
-    same mask before the activation's derivative (:class:`src.hand.dropout.Dropout`)::
-
-        ∂L/∂W_l = δ_lᵀ d_{l−1},   δ_{l−1} = ((δ_l W_l) ⊙ m_{l−1}) ⊙ g'(h_{l−1})
-
-    the per-op chain's products in its order, so with the same masks both paths agree to the last
-    bit.  Without masks nothing of this runs.
-
-    ``forward`` returns ``(logits, h₁, …, h_{L−1})`` (and ``d₁, …, d_{L−1}`` with dropout): the
-    split form can only save inputs and outputs, so the hidden outputs leave as extra,
-    non-differentiable outputs, which :func:`feed_forward` drops.  That cuts the graph through them for double backward, so this
-    node is ``once_differentiable`` (the per-op Functions are twice differentiable).
+    ``forward`` returns ``(logits, h₁, …, h_{L−1}, d₁, …, d_{L−1})`` (no ``d`` without dropout):
+    the split form can only save inputs and outputs, so the hidden outputs leave as extra,
+    non-differentiable outputs, which :func:`feed_forward` drops.  That cuts the graph through
+    them for double backward, so this node is ``once_differentiable`` (the per-op Functions are
+    twice differentiable).
     """
 
     @staticmethod
@@ -89,75 +182,67 @@ class FeedForward(HandFunction):
     ) -> tuple[Tensor, ...]:
         if len(params) < 2 or len(params) % 2:
             raise ValueError("FeedForward needs (weight, bias) pairs")
-        g = _HIDDEN[activation]
-        layers = len(params) // 2
-        ws = workspace.buffers(x, params, masks is not None) if workspace is not None else None
+        check_choice("activation", activation, HIDDEN_ACTIVATIONS)
+        g = ACTIVATION_FUNCTIONS[activation]
+        weights, biases = params[0::2], params[1::2]
+        buf = _buffers(workspace, x, weights, masks is not None)
         hidden, dropped = [], []
-        h = x
-        for i in range(layers - 1):
-            w, b = params[2 * i], params[2 * i + 1]
-            if ws is None:
-                h = g.forward(torch.addmm(b, h, w.t()))  # (batch, out)
-            else:
-                h = g.forward_(torch.addmm(b, h, w.t(), out=ws.hidden[i]))
+        d = x  # d₀
+        for i, (w, b) in enumerate(zip(weights[:-1], biases[:-1])):  # hidden layer l = i + 1
+            z = torch.addmm(b, d, w.t(), out=buf.hidden[i])  # z_l = d_{l−1} W_lᵀ + b_l: (batch, out_l)
+            h = g.value(z, out=buf.hidden[i])  # h_l = g(z_l), in z_l's memory in the workspace
             hidden.append(h)
+            d = h
             if masks is not None:  # d_l = h_l ⊙ m_l, what the next layer reads
-                h = torch.mul(h, masks[i]) if ws is None else torch.mul(h, masks[i], out=ws.dropped[i])
-                dropped.append(h)
-        w, b = params[-2], params[-1]
-        if ws is None:
-            return (torch.addmm(b, h, w.t()), *hidden, *dropped)
-        # the logits as a view, so that no caller holds the buffer itself (rewritten next step)
-        logits = torch.addmm(b, h, w.t(), out=ws.logits)
-        return (logits.view_as(logits), *hidden, *dropped)
+                d = torch.mul(h, masks[i], out=buf.dropped[i])
+                dropped.append(d)
+        logits = torch.addmm(biases[-1], d, weights[-1].t(), out=buf.logits)  # (batch, outputs)
+        if buf.logits is not None:  # a view, so that no caller holds the buffer itself (rewritten next step)
+            logits = logits.view_as(logits)
+        return (logits, *hidden, *dropped)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         x, activation, workspace, masks, *params = inputs
-        hidden = output[1:]  # h_l, then d_l with dropout
-        ctx.mark_non_differentiable(*hidden)
+        layers = len(params) // 2
+        hidden, dropped = output[1:layers], output[layers:]
+        ctx.mark_non_differentiable(*hidden, *dropped)
         ctx.set_materialize_grads(False)
-        ctx.activation = _HIDDEN[activation]
+        ctx.activation = ACTIVATION_FUNCTIONS[activation]
         ctx.workspace = workspace
-        ctx.layers = len(params) // 2
+        ctx.layers = layers
         ctx.dropout = masks is not None
-        ctx.save_for_backward(x, *params, *hidden, *(masks or ()))
+        ctx.save_for_backward(*Saved(x, tuple(params[0::2]), hidden, dropped, tuple(masks or ())).flat())
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor | None, *_hidden_grads: None):
-        x, *saved = ctx.saved_tensors
-        layers = ctx.layers
-        if grad is None:  # the logits were not used (grads are not materialized as zeros)
-            return (None, None, None, None) + (None,) * (2 * layers)
-        params, hidden = saved[: 2 * layers], saved[2 * layers : 3 * layers - 1]
-        # each layer's input d_{l−1} (= h_{l−1} without dropout) and the masks m_l
-        inputs, masks = (saved[3 * layers - 1 : 4 * layers - 2], saved[4 * layers - 2 :]) if ctx.dropout else (hidden, None)
-        g, ws = ctx.activation, ctx.workspace
-        needs = ctx.needs_input_grad
-        grads: list[Tensor | None] = [None] * (2 * layers)
-        grad_x = None
-        delta = grad  # δ_L: (batch, outputs); autograd's tensor, never written into
-        for i in range(layers - 1, -1, -1):
-            h_in = inputs[i - 1] if i > 0 else x
-            if needs[4 + 2 * i]:
-                grads[2 * i] = delta.t().mm(h_in)  # (out, in)
-            if needs[5 + 2 * i]:
-                grads[2 * i + 1] = delta.sum(0)  # (out,)
-            if i > 0:
-                w, y = params[2 * i], hidden[i - 1]
-                if ws is None:
-                    gd = delta.mm(w)  # ∂L/∂d_{l−1}: (batch, in)
-                    delta = g.derivative(gd if masks is None else gd * masks[i - 1], y)  # δ_{l−1}
-                else:  # the same, in the workspace
-                    gd = torch.mm(delta, w, out=ws.delta[i - 1])
-                    delta = g.derivative_(gd if masks is None else gd.mul_(masks[i - 1]), y, ws.scratch[i - 1])
-            elif needs[0]:
-                grad_x = delta.mm(params[0])
-        return (grad_x, None, None, None, *grads)
+    def backward(ctx: Any, grad_logits: Tensor | None, *_hidden_grads: None) -> tuple:
+        L = ctx.layers
+        grads = PerInput(None, [None] * L, [None] * L)
+        if grad_logits is None:  # the logits were not used (grads are not materialized as zeros)
+            return grads.inputs()
+        s = Saved.unflat(ctx.saved_tensors, L, ctx.dropout)
+        needs = PerInput.of(ctx.needs_input_grad)
+        buf = _buffers(ctx.workspace, s.x, s.weights, ctx.dropout)
+        delta = grad_logits  # δ_L: (batch, outputs); autograd's tensor, never written into
+        for l in range(L, 0, -1):  # layer l's entries sit at position l − 1 of grads and needs
+            if needs.weights[l - 1]:
+                grads.weights[l - 1] = delta.t().mm(s.d(l - 1))  # ∂L/∂W_l = δ_lᵀ d_{l−1}: (out_l, in_l)
+            if needs.biases[l - 1]:
+                grads.biases[l - 1] = delta.sum(0)  # ∂L/∂b_l = Σ_batch δ_l: (out_l,)
+            if l > 1:
+                delta = _delta_below(ctx.activation, s, l, delta, buf)  # δ_{l−1}
+        if needs.x:
+            grads = grads._replace(x=delta.mm(s.W(1)))  # ∂L/∂x = δ_1 W_1: (batch, inputs)
+        return grads.inputs()
 
 
-_HIDDEN = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "identity": Identity}
+def _delta_below(g: type, s: Saved, l: int, delta: Tensor, buf: Buffers) -> Tensor:
+    """``δ_{l−1} = ((δ_l W_l) ⊙ m_{l−1}) ⊙ g'(h_{l−1})``, in hidden layer ``l − 1``'s buffers (at ``l − 2``)."""
+    grad_d = torch.mm(delta, s.W(l), out=buf.grad_d[l - 2])  # ∂L/∂d_{l−1}: (batch, in_l)
+    if s.masks:  # dropout: ∂L/∂h_{l−1} = ∂L/∂d_{l−1} ⊙ m_{l−1}
+        grad_d = torch.mul(grad_d, s.m(l - 1), out=buf.grad_d[l - 2])
+    return g.derivative(grad_d, s.h(l - 1), out=buf.delta[l - 2])
 
 
 def feed_forward(
@@ -170,5 +255,3 @@ def feed_forward(
     scaled dropout ``masks`` of the hidden layers (:func:`src.hand.dropout.dropout_mask`) to drop units.
     """
     return FeedForward.apply(x, activation, workspace, masks, *params)[0]
-
-

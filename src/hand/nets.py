@@ -2,6 +2,8 @@
 
 Both expose the same interface:
 
+* ``layer_outputs(x)`` — every layer's output ``h_1 … h_L`` (``h_L`` the logits) and the weights
+  ``W_1 … W_L``, one op at a time (what the gradient-flow diagnostics measure);
 * ``logits(x)`` — the output layer's pre-activation, ``(batch, outputs)``;
 * ``forward(x)`` — ``output_activation(logits(x))``, the course report's ``forward_propagation``;
 * ``weights()`` — the weight matrices (what L1/L2 penalize; biases are not penalized);
@@ -23,12 +25,10 @@ from . import functional as HF
 from . import fused as FF
 from .checks import check_choice
 from .dropout import MaskStream, check_dropout, dropout as hand_dropout, dropout_mask
+from .functional import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from .init import ParameterInitializer
 
-__all__ = ["FeedForwardNet", "SequentialNet", "HIDDEN_ACTIVATIONS", "OUTPUT_ACTIVATIONS"]
-
-HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity")
-OUTPUT_ACTIVATIONS = ("softmax", "identity", "sigmoid")
+__all__ = ["FeedForwardNet", "SequentialNet"]
 
 
 #: bytes per parameter while training: the weight, its gradient and up to two optimizer buffers (Adam)
@@ -98,10 +98,11 @@ class FeedForwardNet(nn.Module):
     ``(fan_out, fan_in)``.  Nothing on the path from input to loss uses an
     autograd-derived gradient.
 
-    ``fused`` (the default) computes the logits with :class:`~src.hand.functional.FeedForward`,
-    the whole net in one node; ``fused=False`` chains :func:`~src.hand.functional.linear` and the
-    activation Function per layer.  Both give the same numbers (tests check it); the fused
-    node is faster (BENCHMARKS.md), the chain shows each op's node in the graph.
+    The net is the per-op chain of :meth:`layer_outputs`: per layer :func:`~src.hand.functional.linear`
+    and the activation Function, each its own autograd node, its backward written beside its
+    forward.  ``fused`` (the default, for speed: BENCHMARKS.md) computes the same logits with
+    :class:`~src.hand.fused.FeedForward`, the whole chain as one node, equal to the last bit
+    (``tests/test_functional.py``, ``tests/test_fast_path.py``); ``fused=False`` runs the chain.
 
     ``dropout`` ``p`` (0 ≤ p < 1) applies inverted dropout (:mod:`src.hand.dropout`) to every hidden
     layer's output in training mode; its masks come from ``self.masks``, a
@@ -145,32 +146,50 @@ class FeedForwardNet(nn.Module):
         self.workspace: FF.Workspace | None = None
 
     def layers(self) -> list[tuple[Tensor, Tensor]]:
+        """``(W_l, b_l)`` for ``l = 1 … L``."""
         return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.num_layers + 1)]
 
     def weights(self) -> list[Tensor]:
         return [self._parameters[f"W{i}"] for i in range(1, self.num_layers + 1)]
 
-    def logits(self, x: Tensor) -> Tensor:
-        drop = self.dropout if self.training else 0.0
-        if self.training and self.input_dropout:  # the input's mask first, then the hidden layers'
-            x = hand_dropout(x, self.input_dropout, True, self.masks.generator(x.device))
-        if self.fused:
-            params = [self._parameters[n] for n in self._names]
-            # buffers only for training steps: an evaluation must not overwrite what a backward needs
-            workspace = self.workspace if torch.is_grad_enabled() else None
-            masks = None
-            if drop:  # (batch, hidden) per hidden layer, drawn in layer order like the per-op chain below
-                gen = self.masks.generator(x.device)
-                masks = [dropout_mask(x.new_empty(len(x), w.shape[0]), drop, gen) for w in params[:-2:2]]
-            return FF.feed_forward(x, self.activation, params, workspace, masks)
+    def layer_outputs(
+        self, x: Tensor, dropout: float = 0.0, generator: torch.Generator | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """The per-op chain: every layer's output ``h_1 … h_L`` and the weights ``W_1 … W_L``.
+
+        With ``d₀ = x``, ``h_l = g(d_{l−1} W_lᵀ + b_l)`` for the hidden layers, ``d_l = h_l``
+        (or ``dropout(h_l)``, one mask per layer drawn from ``generator`` in layer order), and the
+        last ``h_L = d_{L−1} W_Lᵀ + b_L`` the logits: one node per op in the autograd graph.
+        """
         layers = self.layers()
-        gen = self.masks.generator(x.device) if drop else None
-        for w, b in layers[:-1]:
-            x = self._g(HF.linear(x, w, b))
-            if drop:  # (batch, hidden): one mask per layer, drawn in layer order
-                x = hand_dropout(x, drop, True, gen)
-        w, b = layers[-1]
-        return HF.linear(x, w, b)
+        outputs, d = [], x
+        for l, (w, b) in enumerate(layers, start=1):
+            h = HF.linear(d, w, b)  # (batch, out_l)
+            if l < len(layers):
+                h = self._g(h)
+                d = hand_dropout(h, dropout, True, generator) if dropout else h
+            outputs.append(h)
+        return outputs, [w for w, _ in layers]
+
+    def logits(self, x: Tensor) -> Tensor:
+        """``h_L``, ``(batch, outputs)``: :meth:`layer_outputs`' last output, or the same from one fused node."""
+        drop = self.dropout if self.training else 0.0
+        gen = self.masks.generator(x.device) if self.training and (drop or self.input_dropout) else None
+        if self.training and self.input_dropout:  # the input's mask first, then the hidden layers'
+            x = hand_dropout(x, self.input_dropout, True, gen)
+        if not self.fused:
+            return self.layer_outputs(x, drop, gen)[0][-1]
+        return self._fused_logits(x, drop, gen)
+
+    def _fused_logits(self, x: Tensor, drop: float, gen: torch.Generator | None) -> Tensor:
+        """The optimization: the chain's logits from one :class:`~src.hand.fused.FeedForward` node."""
+        params = [self._parameters[n] for n in self._names]
+        # buffers only for training steps: an evaluation must not overwrite what a backward needs
+        workspace = self.workspace if torch.is_grad_enabled() else None
+        masks = None
+        if drop:  # (batch, hidden) per hidden layer, drawn in layer order like the chain's
+            masks = [dropout_mask(x.new_empty(len(x), w.shape[0]), drop, gen) for w in params[:-2:2]]
+        return FF.feed_forward(x, self.activation, params, workspace, masks)
 
     def output_fn(self, logits: Tensor) -> Tensor:
         """The output activation, applied to :meth:`logits`."""
@@ -182,6 +201,14 @@ class FeedForwardNet(nn.Module):
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         return self.logits(x).argmax(-1)
+
+    def extra_repr(self) -> str:
+        """``784 → 500 → 250 → 100 → 10, activation=sigmoid, …``: the layer sizes, then the settings."""
+        weights = self.weights()
+        sizes = " → ".join(str(n) for n in [weights[0].shape[1], *(w.shape[0] for w in weights)])
+        text = f"{sizes}, activation={self.activation}, output={self.output_activation}, fused={self.fused}"
+        text += f", dropout={self.dropout}"
+        return text + (f", input_dropout={self.input_dropout}" if self.input_dropout else "")
 
 
 _TORCH_ACTIVATIONS = {
@@ -237,6 +264,23 @@ class SequentialNet(nn.Module):
 
     def weights(self) -> list[Tensor]:
         return [m.weight for m in self.net if isinstance(m, nn.Linear)]
+
+    def layer_outputs(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Every layer's output ``h_1 … h_L`` (each hidden activation's, then the logits) and ``W_1 … W_L``.
+
+        Module by module through ``self.net`` without dropout, as :meth:`FeedForwardNet.layer_outputs`.
+        """
+        outputs, weights, h = [], [], x
+        for m in self.net[:-1]:  # not the output activation
+            if isinstance(m, nn.Dropout):
+                continue
+            h = m(h)
+            if isinstance(m, nn.Linear):
+                weights.append(m.weight)
+            else:
+                outputs.append(h)
+        outputs.append(h)  # the last Linear's output: the logits
+        return outputs, weights
 
     def logits(self, x: Tensor) -> Tensor:
         return self.net[:-1](x)

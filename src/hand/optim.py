@@ -2,10 +2,19 @@
 
 They keep their per-parameter state in ``self.state`` (so Lightning checkpoints carry it) and
 run the closure Lightning passes to ``step`` (the training step lives inside it).  Updates are
-in place.  Two ways to apply them, with the same arithmetic op for op:
+in place.  Each update is written twice, the same arithmetic op for op, as torch/optim/adam.py
+keeps ``_single_tensor_adam`` beside ``_multi_tensor_adam``:
 
-* :meth:`step` after ``backward``, as every ``torch.optim`` optimizer: ``torch._foreach_*`` ops
-  apply one arithmetic op to the whole list of parameters at once;
+* ``_update_each``: a loop over the parameters, the math of the class docstring line by line
+  (read this one);
+* ``_update_foreach``: the same ops applied to the whole list of parameters at once
+  (``torch._foreach_*``, fewer kernel launches).
+
+``foreach`` (default ``True``, what training uses) chooses between them; ``tests/test_optim.py``
+proves them equal to the last bit.  Two ways to apply them:
+
+* :meth:`step` after ``backward``, as every ``torch.optim`` optimizer, over all parameters with a
+  gradient;
 * :meth:`~HandOptimizer.step_in_backward`: each parameter is updated by a hook the moment
   ``backward`` has accumulated its gradient (``Tensor.register_post_accumulate_grad_hook``, as
   in PyTorch's tutorial on fusing the optimizer step into the backward pass), while that
@@ -33,13 +42,19 @@ def _check_lr(lr: float) -> float:
     return lr
 
 
+def _check_foreach(foreach: bool) -> bool:
+    if not isinstance(foreach, bool):
+        raise TypeError(f"foreach={foreach!r} must be True (the foreach form) or False (the loop over parameters)")
+    return foreach
+
+
 def _with_grads(group: dict) -> tuple[list[Tensor], list[Tensor]]:
     params = [p for p in group["params"] if p.grad is not None]
     return params, [p.grad for p in params]
 
 
 class HandOptimizer(Optimizer):
-    """What GD and Adam share: the closure protocol and the step fused into ``backward``."""
+    """What GD and Adam share: the closure protocol, the step fused into ``backward``, the ``foreach`` switch."""
 
     def __init__(self, params: Iterable, defaults: dict) -> None:
         super().__init__(params, defaults)
@@ -78,9 +93,6 @@ class HandOptimizer(Optimizer):
             else:
                 self._update(group, [p], [p.grad])
             p.grad = None
-            # torch's LR schedulers check that the optimizer stepped before they do (and warn
-            # otherwise) through this flag, which their wrapper around step() sets
-            self._opt_called = True
 
         return hook
 
@@ -97,12 +109,28 @@ class HandOptimizer(Optimizer):
         return loss
 
     def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        """One update of ``params``: the foreach form if the group says so, else the loop.
+
+        A single parameter (the backward hook's) always takes the loop: a foreach over one tensor
+        is the same arithmetic with only the list's overhead added.
+        """
+        if group["foreach"] and len(params) > 1:
+            self._update_foreach(group, params, grads)
+        else:
+            self._update_each(group, params, grads)
+
+    def _update_each(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        raise NotImplementedError
+
+    def _update_foreach(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         raise NotImplementedError
 
     def __setstate__(self, state: dict) -> None:
         # Optimizer.__getstate__ keeps defaults, state and param_groups only: a copy or a pickle
-        # starts without hooks
+        # starts without hooks (load_state_dict comes here too)
         super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", True)  # a state saved before the switch existed
         self._hooks = []
 
 
@@ -115,14 +143,15 @@ class GD(HandOptimizer):
     (weight penalties live in the loss, see :mod:`src.hand.losses`).
     """
 
-    def __init__(self, params: Iterable, lr: float = 0.1) -> None:
-        super().__init__(params, {"lr": _check_lr(lr)})
+    def __init__(self, params: Iterable, lr: float = 0.1, foreach: bool = True) -> None:
+        super().__init__(params, {"lr": _check_lr(lr), "foreach": _check_foreach(foreach)})
 
-    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
-        if len(params) == 1:  # from the backward hook: the same op without the list's overhead
-            params[0].add_(grads[0], alpha=-group["lr"])
-        else:
-            torch._foreach_add_(params, grads, alpha=-group["lr"])
+    def _update_each(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        for p, g in zip(params, grads):
+            p.add_(g, alpha=-group["lr"])  # θ ← θ − η g
+
+    def _update_foreach(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        torch._foreach_add_(params, grads, alpha=-group["lr"])
 
 
 class Adam(HandOptimizer):
@@ -147,6 +176,7 @@ class Adam(HandOptimizer):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        foreach: bool = True,
     ) -> None:
         betas = tuple(float(b) for b in betas)
         if len(betas) != 2:
@@ -157,17 +187,38 @@ class Adam(HandOptimizer):
         eps = float(eps)
         if not eps > 0:
             raise ValueError(f"eps={eps!r} must be > 0")
-        super().__init__(params, {"lr": _check_lr(lr), "betas": betas, "eps": eps})
+        defaults = {"lr": _check_lr(lr), "betas": betas, "eps": eps, "foreach": _check_foreach(foreach)}
+        super().__init__(params, defaults)
 
-    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+    def _state(self, p: Tensor) -> dict:
+        """``p``'s state, created on its first update."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0  # t: updates of this parameter so far
+            state["exp_avg"] = torch.zeros_like(p)  # m, first moment of g
+            state["exp_avg_sq"] = torch.zeros_like(p)  # v, second moment of g
+        return state
+
+    def _update_each(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        beta1, beta2 = group["betas"]
+        for p, g in zip(params, grads):
+            state = self._state(p)
+            state["step"] += 1
+            t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+            bias_correction1 = 1 - beta1**t
+            bias_correction2 = 1 - beta2**t
+            m.lerp_(g, 1 - beta1)  # m ← β₁m + (1−β₁)g
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v ← β₂v + (1−β₂)g²
+            # √v̂ + ε = √v / √(1−β₂ᵗ) + ε
+            denom = v.sqrt().div_(math.sqrt(bias_correction2)).add_(group["eps"])
+            # θ ← θ − (η / (1−β₁ᵗ)) m / (√v̂ + ε)
+            p.addcdiv_(m, denom, value=-group["lr"] / bias_correction1)
+
+    def _update_foreach(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         # Parameters at the same step t share the bias correction: one set of foreach ops each.
         by_step: dict[int, tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]] = {}
         for p, g in zip(params, grads):
-            state = self.state[p]
-            if not state:  # lazily created on the parameter's first update
-                state["step"] = 0  # t: updates of this parameter so far
-                state["exp_avg"] = torch.zeros_like(p)  # m, first moment of g
-                state["exp_avg_sq"] = torch.zeros_like(p)  # v, second moment of g
+            state = self._state(p)
             state["step"] += 1
             bucket = by_step.setdefault(state["step"], ([], [], [], []))
             for lst, t in zip(bucket, (p, g, state["exp_avg"], state["exp_avg_sq"])):

@@ -59,29 +59,9 @@ EPOCH1_FRACTIONS = (1 / 16, 1 / 2)
 
 
 def _forward_layers(net: nn.Module, x: Tensor) -> tuple[list[Tensor], list[Tensor], str]:
-    """``(outputs h_1 … h_L, weights W_1 … W_L, hidden activation)``, per op, in a fresh graph."""
-    activation = net.activation
-    if hasattr(net, "layers"):  # FeedForwardNet: the per-op chain of its fused=False path
-        g, outs, h = HF.ACTIVATIONS[activation], [], x
-        layers = net.layers()
-        for i, (w, b) in enumerate(layers):
-            h = HF.linear(h, w, b)
-            if i < len(layers) - 1:
-                h = g(h)
-            outs.append(h)
-        return outs, [w for w, _ in layers], activation
-    # the nn.Sequential twin: every Linear with the activation module after it (not the output one)
-    mods, outs, weights, h = list(net.net)[:-1], [], [], x
-    for m in mods:
-        if isinstance(m, nn.Dropout):  # measured without dropout, like the custom net's chain above
-            continue
-        h = m(h)
-        if isinstance(m, nn.Linear):
-            weights.append(m.weight)
-        else:
-            outs.append(h)
-    outs.append(h)  # the last Linear's output: the logits
-    return outs, weights, activation
+    """``(outputs h_1 … h_L, weights W_1 … W_L, hidden activation)``, per op, in a fresh graph, without dropout."""
+    outputs, weights = net.layer_outputs(x)
+    return outputs, weights, net.activation
 
 
 def _probe_loss(module: pl.LightningModule, logits: Tensor, onehot: Tensor, weights: list[Tensor]) -> Tensor:
@@ -169,7 +149,7 @@ class GradientFlowDiagnostics(Callback):
             trainer.logger is not None
             and trainer.is_global_zero
             and hasattr(pl_module, "loss_fn")
-            and getattr(net, "activation", None) in ("sigmoid", "tanh", "relu", "identity")
+            and getattr(net, "activation", None) in HF.HIDDEN_ACTIVATIONS
         )
 
     def _find_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Optional[tuple[Tensor, Tensor]]:

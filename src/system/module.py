@@ -43,6 +43,7 @@ from .checkpoints import check_state_shapes
 from ..hand.checks import check_choice
 from ..ranges import FiniteNonNegativeFloat, FinitePositiveFloat, UnitIntervalCO
 from ..errors import DivergenceError
+from ..hand.functional import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from ..hand.fused import Workspace
 from .metrics import build_report, report_metrics
 from ..hand.nets import FeedForwardNet, SequentialNet
@@ -137,8 +138,8 @@ class MLPClassifier(pl.LightningModule):
         self,
         implementation: Literal["custom", "sequential"] = "custom",
         hidden_layers: list[PositiveInt] = [500, 250, 100],  # noqa: B006 (jsonargparse needs a literal default)
-        activation: Literal["sigmoid", "tanh", "relu", "identity"] = "sigmoid",
-        output_activation: Literal["softmax", "identity", "sigmoid"] = "softmax",
+        activation: Literal[HIDDEN_ACTIVATIONS] = "sigmoid",
+        output_activation: Literal[OUTPUT_ACTIVATIONS] = "softmax",
         loss: Literal["cross_entropy", "mse"] = "cross_entropy",
         regularization: Literal["none", "l1", "l2"] = "none",
         alpha: FiniteNonNegativeFloat = 0.0,
