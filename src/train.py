@@ -275,6 +275,7 @@ class CLI(LightningCLI):
                 "unfinished_epoch": _unfinished_record(unfinished),
                 **model.epoch_times,  # seconds per epoch run by this process
                 "best_checkpoint": best,
+                "evaluated_weights": model.evaluated_weights,  # the trained ones, or their moving average
                 "config": self.config[self.subcommand].as_dict(),
             }
         )
@@ -300,7 +301,8 @@ class CLI(LightningCLI):
             print(f"\n{split.capitalize()} classification report ({self.experiment_name()}):\n{text}")
         write_json_atomic(run_dir / "results.json", results)
         print(
-            f"test accuracy {results['test']['accuracy']:.4f}, wall time {results['wall_time_s']:.1f} s; "
+            f"test accuracy {results['test']['accuracy']:.4f} ({results['evaluated_weights']}), "
+            f"wall time {results['wall_time_s']:.1f} s; "
             f"results in {run_dir / 'results.json'}"
         )
         if isinstance(self.trainer.logger, TensorBoardLogger):

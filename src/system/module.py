@@ -33,6 +33,7 @@ from jsonargparse.typing import PositiveInt
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -77,8 +78,10 @@ def check_gradient_steps(gradient_clip_val, gradient_clip_algorithm, accumulate_
         raise ValueError(f"accumulate_grad_batches={accumulate_grad_batches!r} is not allowed; it must be an integer >= 1")
 
 
-def _check_choices(implementation: str, loss: str, optimizer: str, lr_schedule: str, output_activation: str) -> None:
-    """The names (for Python callers; the CLI's Literal types check them first) and the one rule between two."""
+def _check_choices(
+    implementation: str, loss: str, optimizer: str, lr_schedule: str, output_activation: str, label_smoothing: float = 0.0
+) -> None:
+    """The names (for Python callers; the CLI's Literal types check them first) and the rules between two."""
     check_choice("implementation", implementation, ("custom", "sequential"))
     check_choice("loss", loss, tuple(LOSS_CLASSES))
     check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
@@ -88,6 +91,11 @@ def _check_choices(implementation: str, loss: str, optimizer: str, lr_schedule: 
             "loss='cross_entropy' needs probabilities, but output_activation='identity' gives raw "
             "scores whose log is undefined when negative; use output_activation 'softmax' or "
             "'sigmoid', or loss 'mse'"
+        )
+    if label_smoothing and not (loss == "cross_entropy" and output_activation == "softmax"):
+        raise ValueError(
+            f"label_smoothing={label_smoothing} needs loss='cross_entropy' with output_activation='softmax' "
+            f"(the fused softmax cross-entropy, as F.cross_entropy), not loss={loss!r} with {output_activation!r}"
         )
 
 
@@ -100,6 +108,19 @@ def _build_net(implementation: str, net_args: tuple, dropout: float, input_dropo
     return FeedForwardNet(
         *net_args, dropout=dropout, dropout_seed=seed + DROPOUT_SEED_OFFSET, input_dropout=input_dropout
     )
+
+
+def _average(net: torch.nn.Module, ema_decay: float) -> AveragedModel | None:
+    """The exponential moving average of ``net``'s parameters, ``θ̄ ← d θ̄ + (1 − d) θ`` after each step (``None`` for d = 0).
+
+    torch's ``AveragedModel`` keeps the copy and its count (buffer ``n_averaged``): both are in the
+    module's ``state_dict``, so every checkpoint carries them and a resumed run averages on exactly.
+    """
+    if not ema_decay:
+        return None
+    if not 0.0 < ema_decay < 1.0:
+        raise ValueError(f"ema_decay={ema_decay!r} is not allowed; it must be in [0, 1) (0: no averaging)")
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
 
 
 class MLPClassifier(pl.LightningModule):
@@ -132,6 +153,11 @@ class MLPClassifier(pl.LightningModule):
             net's masks come from their own generator, seeded from the run's seed and saved in
             every checkpoint, so a resumed run draws the same masks.
         input_dropout: the same on the input pixels (0 ≤ p < 1; 0 = off).
+        label_smoothing: ε of the fused softmax cross-entropy's smoothed target ``(1 − ε) t + ε/K``
+            (:class:`~src.hand.losses.SoftmaxCrossEntropy`; the twin: ``F.cross_entropy``'s own).
+        ema_decay: ``d`` of an exponential moving average of the parameters, updated after every
+            optimizer step; validation, test, predict and the checkpoint choice then use the
+            averaged weights (0 = off: the trained weights).
     """
 
     def __init__(
@@ -153,14 +179,18 @@ class MLPClassifier(pl.LightningModule):
         outputs: PositiveInt = NUM_CLASSES,
         dropout: UnitIntervalCO = 0.0,
         input_dropout: UnitIntervalCO = 0.0,
+        label_smoothing: UnitIntervalCO = 0.0,
+        ema_decay: UnitIntervalCO = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        _check_choices(implementation, loss, optimizer, lr_schedule, output_activation)
+        _check_choices(implementation, loss, optimizer, lr_schedule, output_activation, label_smoothing)
         # Validates regularization and alpha with the course report's loss classes' own checks.
-        self.loss_fn = LOSS_CLASSES[loss](alpha=alpha, regularization=regularization)
+        smoothing = {"label_smoothing": label_smoothing} if label_smoothing else {}
+        self.loss_fn = LOSS_CLASSES[loss](alpha=alpha, regularization=regularization, **smoothing)
         net_args = (inputs, hidden_layers, outputs, activation, output_activation, initialization)
         self.net = _build_net(implementation, net_args, dropout, input_dropout)
+        self.averaged = _average(self.net, ema_decay)  # None without averaging
         # softmax + cross-entropy is computed fused from the logits in both implementations
         self.fused = loss == "cross_entropy" and output_activation == "softmax"
         # Lightning's automatic optimization wraps every step in a closure and a dozen hook
@@ -213,14 +243,27 @@ class MLPClassifier(pl.LightningModule):
         self.accumulate_grad_batches = accumulate_grad_batches
 
     # ----------------------------------------------------------------- math
+    @property
+    def eval_net(self) -> torch.nn.Module:
+        """The net that validation, test and predict evaluate: the averaged one with ``ema_decay``, else the trained one."""
+        return self.net if self.averaged is None else self.averaged.module
+
+    @property
+    def evaluated_weights(self) -> str:
+        """Which weights :attr:`eval_net` holds, in words (results.json and predict say it)."""
+        if self.averaged is None:
+            return "the trained weights"
+        return f"the exponential moving average of the weights (decay {self.hparams.ema_decay})"
+
     def forward(self, x: Tensor) -> Tensor:
         """Class probabilities (the output activation applied), the course report's ``evaluate``."""
-        return self.net(x)
+        return self.eval_net(x)
 
-    def compute_loss(self, x: Tensor, onehot: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """``(loss, logits)`` for one batch; the loss includes the weight penalty."""
-        logits = self.net.logits(x)
-        return self.loss_from_logits(logits, onehot, labels, self.net.weights()), logits
+    def compute_loss(self, x: Tensor, onehot: Tensor, labels: Tensor, net: torch.nn.Module | None = None) -> tuple[Tensor, Tensor]:
+        """``(loss, logits)`` of ``net`` (the trained net unless given) for one batch; the loss includes the weight penalty."""
+        net = self.net if net is None else net
+        logits = net.logits(x)
+        return self.loss_from_logits(logits, onehot, labels, net.weights()), logits
 
     def loss_from_logits(self, logits: Tensor, onehot: Tensor, labels: Tensor, weights: list[Tensor]) -> Tensor:
         """The training loss (data loss plus the penalty on ``weights``) from logits ``(batch, classes)``.
@@ -233,7 +276,7 @@ class MLPClassifier(pl.LightningModule):
             return self.loss_fn(self.net.output_fn(logits), onehot, weights)
         # the twin: torch's losses, differentiated by autograd
         if self.fused:
-            data = F.cross_entropy(logits, labels)
+            data = F.cross_entropy(logits, labels, label_smoothing=self.hparams.get("label_smoothing", 0.0))
         else:
             out = self.net.output_fn(logits)
             if self.hparams.loss == "mse":
@@ -299,6 +342,8 @@ class MLPClassifier(pl.LightningModule):
         if not torch.isfinite(detached):  # before backward: no NaN ever reaches the weights
             self._diverged(f"the training loss is {detached.item()}")
         stepped = self._backward_and_step(loss, batch_idx)
+        if stepped and self.averaged is not None:  # θ̄ ← d θ̄ + (1 − d) θ, after every optimizer step
+            self.averaged.update_parameters(self.net)
         self._loss_sum.add_(detached * len(x))
         self._loss_count += len(x)
         # `self.log` costs about a millisecond per call here (Lightning moves its result
@@ -388,7 +433,7 @@ class MLPClassifier(pl.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         x, onehot, labels = batch
-        loss, logits = self.compute_loss(x, onehot, labels)
+        loss, logits = self.compute_loss(x, onehot, labels, self.eval_net)
         self.val_loss.update(loss, len(x))
         self.val_acc.update(logits.argmax(-1), labels)
 
@@ -412,7 +457,7 @@ class MLPClassifier(pl.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         x, onehot, labels = batch
         split = self.eval_splits[dataloader_idx]
-        loss, logits = self.compute_loss(x, onehot, labels)
+        loss, logits = self.compute_loss(x, onehot, labels, self.eval_net)
         self.eval_loss[f"{split}_split"].update(loss, len(x))
         self.eval_metrics[f"{split}_split"].update(logits.argmax(-1), labels)
 
@@ -435,7 +480,7 @@ class MLPClassifier(pl.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.net(x)
+        return self.eval_net(x)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Before Lightning copies the tensors: one clear line naming both shapes if the

@@ -37,7 +37,8 @@ class PredictionWriter(BasePredictionWriter):
         names = trainer.datamodule.predict_names
         outputs = torch.cat(predictions)
         path = write_predictions(run_dir / "predictions.csv", names, outputs)
-        print(f"\n{format_predictions(names, outputs)}predictions for {len(outputs)} images in {path}")
+        print(f"\n{format_predictions(names, outputs)}predictions for {len(outputs)} images in {path}, "
+              f"from {getattr(pl_module, 'evaluated_weights', 'the trained weights')}")
 
 
 def write_predictions(path: str | Path, names: list[str], outputs: Tensor) -> Path:
