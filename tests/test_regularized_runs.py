@@ -99,3 +99,26 @@ def test_interrupted_run_with_dropout_and_augmentation_resumes_bit_for_bit(fake_
     # and the augmentation is really on: the same run without it ends elsewhere too
     main([*RUN, "--data.augment", "false", "--experiment", "plain"])
     assert not torch.equal(_ckpt(fake_data, "plain")["state_dict"]["net.W1"], whole["state_dict"]["net.W1"])
+
+
+LEVERS = ["--model.ema_decay", "0.9", "--model.label_smoothing", "0.1", "--model.max_norm", "2.0"]
+
+
+@pytest.mark.parametrize("implementation", ["custom", "sequential"])
+def test_interrupted_run_with_the_levers_resumes_bit_for_bit(implementation, fake_data, one_thread):
+    # issue 19's levers all on: the average (AveragedModel in the state_dict), the smoothed loss, the max-norm
+    run = [*RUN, *LEVERS, "--model.implementation", implementation]
+    main([*run, "--experiment", "whole"])
+    with pytest.raises(Interrupt):
+        main([*run, "--experiment", "cut", "--trainer.callbacks+=tests.test_regularized_runs.StopAtEpoch2"])
+    cut = fake_data / "lightning_logs" / "cut" / "version_0" / "checkpoints" / "last.ckpt"
+    main([*run, "--experiment", "resumed", "--ckpt_path", str(cut)])
+    whole, resumed = _ckpt(fake_data, "whole")["state_dict"], _ckpt(fake_data, "resumed")["state_dict"]
+    assert whole.keys() == resumed.keys() and "averaged.n_averaged" in whole
+    for k, v in whole.items():
+        assert torch.equal(v, resumed[k]), k
+    assert _results(fake_data, "whole") == _results(fake_data, "resumed")
+    averaged = [k for k in whole if k.startswith("averaged.module.")]
+    assert averaged and any(not torch.equal(whole[k], whole[k.replace("averaged.module.", "net.")]) for k in averaged)
+    r = json.loads((fake_data / "lightning_logs" / "whole" / "version_0" / "results.json").read_text())
+    assert r["evaluated_weights"] == "the exponential moving average of the weights (decay 0.9)"

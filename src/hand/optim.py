@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["HandOptimizer", "GD", "Adam", "OPTIMIZERS"]
+__all__ = ["HandOptimizer", "GD", "Adam", "OPTIMIZERS", "max_norm_"]
 
 
 def _check_lr(lr: float) -> float:
@@ -46,6 +46,27 @@ def _check_foreach(foreach: bool) -> bool:
     if not isinstance(foreach, bool):
         raise TypeError(f"foreach={foreach!r} must be True (the foreach form) or False (the loop over parameters)")
     return foreach
+
+
+def _check_max_norm(max_norm: float | None) -> float | None:
+    if max_norm is None:
+        return None
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not 0 < max_norm < math.inf:
+        raise ValueError(f"max_norm={max_norm!r} must be a positive finite number, or None for no constraint")
+    return float(max_norm)
+
+
+def max_norm_(weight: Tensor, c: float) -> Tensor:
+    """Srivastava et al.'s max-norm constraint, in place: each unit's incoming weights onto the ball ``‖w‖₂ ≤ c``.
+
+    ``weight`` is ``(out, in)`` like ``nn.Linear``'s, so unit ``i``'s incoming weights are row ``i``::
+
+        w_i ← w_i · min(1, c / ‖w_i‖₂)  =  w_i · c / max(‖w_i‖₂, c)
+
+    a projection, not a gradient: rows inside the ball stay as they are (the factor is exactly 1).
+    """
+    norms = torch.linalg.vector_norm(weight, dim=1, keepdim=True)  # (out, 1)
+    return weight.mul_(norms.clamp_min_(c).reciprocal_().mul_(c))
 
 
 def _with_grads(group: dict) -> tuple[list[Tensor], list[Tensor]]:
@@ -118,6 +139,10 @@ class HandOptimizer(Optimizer):
             self._update_foreach(group, params, grads)
         else:
             self._update_each(group, params, grads)
+        if group["max_norm"] is not None:  # after the update: project each weight matrix's rows (biases stay free)
+            for p in params:
+                if p.dim() == 2:
+                    max_norm_(p, group["max_norm"])
 
     def _update_each(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         raise NotImplementedError
@@ -131,6 +156,7 @@ class HandOptimizer(Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("foreach", True)  # a state saved before the switch existed
+            group.setdefault("max_norm", None)  # … or before the max-norm constraint
         self._hooks = []
 
 
@@ -140,11 +166,13 @@ class GD(HandOptimizer):
         θ ← θ − η ∇θ L
 
     Equal to ``torch.optim.SGD(params, lr)`` with no momentum and no weight decay
-    (weight penalties live in the loss, see :mod:`src.hand.losses`).
+    (weight penalties live in the loss, see :mod:`src.hand.losses`).  ``max_norm`` c projects each
+    weight matrix's rows onto ``‖w‖₂ ≤ c`` after every update (:func:`max_norm_`; ``None``: off).
     """
 
-    def __init__(self, params: Iterable, lr: float = 0.1, foreach: bool = True) -> None:
-        super().__init__(params, {"lr": _check_lr(lr), "foreach": _check_foreach(foreach)})
+    def __init__(self, params: Iterable, lr: float = 0.1, foreach: bool = True, max_norm: float | None = None) -> None:
+        defaults = {"lr": _check_lr(lr), "foreach": _check_foreach(foreach), "max_norm": _check_max_norm(max_norm)}
+        super().__init__(params, defaults)
 
     def _update_each(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         for p, g in zip(params, grads):
@@ -167,7 +195,7 @@ class Adam(HandOptimizer):
     t counts the updates of *that* parameter (state "step"), as in ``torch.optim.Adam``: a
     parameter that first gets a gradient later (a layer unfrozen after a few steps) starts its
     bias correction at t = 1 then.  Equal to ``torch.optim.Adam`` with its defaults (no amsgrad,
-    no weight decay).
+    no weight decay).  ``max_norm`` as in :class:`GD`: the projection after each update.
     """
 
     def __init__(
@@ -177,6 +205,7 @@ class Adam(HandOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         foreach: bool = True,
+        max_norm: float | None = None,
     ) -> None:
         betas = tuple(float(b) for b in betas)
         if len(betas) != 2:
@@ -188,6 +217,7 @@ class Adam(HandOptimizer):
         if not eps > 0:
             raise ValueError(f"eps={eps!r} must be > 0")
         defaults = {"lr": _check_lr(lr), "betas": betas, "eps": eps, "foreach": _check_foreach(foreach)}
+        defaults["max_norm"] = _check_max_norm(max_norm)
         super().__init__(params, defaults)
 
     def _state(self, p: Tensor) -> dict:

@@ -68,6 +68,16 @@ class _SumGD(HO.GD):
         torch._foreach_add_(params, grads, alpha=group["lr"])  # the bug: + where − belongs
 
 
+class _ColumnMaxNormGD(HO.GD):
+    """GD whose max-norm bounds each weight matrix's columns (a unit's outgoing weights), not its rows."""
+
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        torch._foreach_add_(params, grads, alpha=-group["lr"])
+        for p in params:
+            if p.dim() == 2:  # the bug: rows of Wᵀ, i.e. the columns of W
+                HO.max_norm_(p.t(), group["max_norm"])
+
+
 class _NoBiasCorrectionAdam(HO.Adam):
     """Adam without bias correction: θ ← θ − η m / (√v + ε), m and v not divided by 1 − βᵗ."""
 
@@ -146,6 +156,8 @@ def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
          fn(wsp["relu"], _wrap(FF.FeedForward, "DoubledFeedForward", times2))),
         ("flipped sign (θ ← θ + η g)", "GD", lambda: check_optimizer("GD", _SumGD)),
         ("no bias correction", "Adam", lambda: check_optimizer("Adam", _NoBiasCorrectionAdam)),
+        ("max-norm over columns (outgoing weights), not rows", "GD + max-norm",
+         lambda: check_optimizer("GD + max-norm", _ColumnMaxNormGD)),
     ]  # fmt: skip
 
 

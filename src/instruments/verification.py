@@ -523,9 +523,35 @@ def _lockstep(ours_cls: type, ref_cls: type, kw: dict, dtype: torch.dtype, grad_
     return init, sides[0], sides[1]
 
 
+def _projected(cls: type) -> type:
+    """torch.optim's ``cls`` followed by the max-norm projection of every weight matrix: the reference for ``max_norm``.
+
+    The projection itself (:func:`src.hand.optim.max_norm_`) is tested against ``torch.renorm``;
+    this row checks where it goes: after each update, on weight matrices only.
+    """
+
+    class Projected(cls):
+        def __init__(self, params, max_norm: float, **kw) -> None:
+            super().__init__(params, **kw)
+            self.max_norm = max_norm
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = super().step(closure)
+            for p in (p for g in self.param_groups for p in g["params"] if p.dim() == 2):
+                HO.max_norm_(p, self.max_norm)
+            return loss
+
+    Projected.__name__ = f"Projected{cls.__name__}"
+    return Projected
+
+
 OPTIMIZER_SETTINGS = {
     "GD": (HO.GD, torch.optim.SGD, [dict(lr=0.1), dict(lr=1e-3)]),
     "Adam": (HO.Adam, torch.optim.Adam, [dict(lr=1e-2), dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6)]),
+    # the weights start with row norms of about 2: a bound of 1 projects from the first step on
+    "GD + max-norm": (HO.GD, _projected(torch.optim.SGD), [dict(lr=0.1, max_norm=1.0)]),
+    "Adam + max-norm": (HO.Adam, _projected(torch.optim.Adam), [dict(lr=1e-2, max_norm=1.0)]),
 }
 
 

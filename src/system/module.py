@@ -48,7 +48,7 @@ from ..hand.functional import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from ..hand.fused import Workspace
 from .metrics import build_report, report_metrics
 from ..hand.nets import FeedForwardNet, SequentialNet
-from ..hand.optim import OPTIMIZERS, HandOptimizer
+from ..hand.optim import OPTIMIZERS, HandOptimizer, max_norm_
 from .callbacks import epoch_finished
 
 __all__ = ["MLPClassifier", "check_gradient_steps"]
@@ -158,6 +158,9 @@ class MLPClassifier(pl.LightningModule):
         ema_decay: ``d`` of an exponential moving average of the parameters, updated after every
             optimizer step; validation, test, predict and the checkpoint choice then use the
             averaged weights (0 = off: the trained weights).
+        max_norm: c of the max-norm constraint (Srivastava et al. 2014): after every update each
+            unit's incoming weights are projected onto ``‖w‖₂ ≤ c`` (:func:`~src.hand.optim.max_norm_`;
+            0 = off), inside our optimizers' update and after the twin's ``torch.optim`` step.
     """
 
     def __init__(
@@ -181,6 +184,7 @@ class MLPClassifier(pl.LightningModule):
         input_dropout: UnitIntervalCO = 0.0,
         label_smoothing: UnitIntervalCO = 0.0,
         ema_decay: UnitIntervalCO = 0.0,
+        max_norm: FiniteNonNegativeFloat = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -191,6 +195,8 @@ class MLPClassifier(pl.LightningModule):
         net_args = (inputs, hidden_layers, outputs, activation, output_activation, initialization)
         self.net = _build_net(implementation, net_args, dropout, input_dropout)
         self.averaged = _average(self.net, ema_decay)  # None without averaging
+        #: c of the max-norm constraint where the module projects (the twin's torch.optim); ours projects itself
+        self._twin_max_norm = max_norm if implementation == "sequential" else 0.0
         # softmax + cross-entropy is computed fused from the logits in both implementations
         self.fused = loss == "cross_entropy" and output_activation == "softmax"
         # Lightning's automatic optimization wraps every step in a closure and a dozen hook
@@ -342,6 +348,10 @@ class MLPClassifier(pl.LightningModule):
         if not torch.isfinite(detached):  # before backward: no NaN ever reaches the weights
             self._diverged(f"the training loss is {detached.item()}")
         stepped = self._backward_and_step(loss, batch_idx)
+        if stepped and self._twin_max_norm:  # torch.optim has no max-norm: the same projection after its step
+            with torch.no_grad():
+                for w in self.net.weights():
+                    max_norm_(w, self._twin_max_norm)
         if stepped and self.averaged is not None:  # θ̄ ← d θ̄ + (1 − d) θ, after every optimizer step
             self.averaged.update_parameters(self.net)
         self._loss_sum.add_(detached * len(x))
@@ -513,7 +523,8 @@ class MLPClassifier(pl.LightningModule):
         params = self.net.parameters()
         adam = dict(lr=hp.lr, betas=hp.betas, eps=hp.eps)
         if hp.implementation == "custom":
-            opt = OPTIMIZERS["gd"](params, lr=hp.lr) if hp.optimizer == "gd" else OPTIMIZERS["adam"](params, **adam)
+            hand = {"max_norm": hp.get("max_norm") or None}  # the projection inside our update
+            opt = OPTIMIZERS["gd"](params, lr=hp.lr, **hand) if hp.optimizer == "gd" else OPTIMIZERS["adam"](params, **adam, **hand)
         else:  # no weight_decay: the penalty is already in the loss
             opt = torch.optim.SGD(params, lr=hp.lr) if hp.optimizer == "gd" else torch.optim.Adam(params, **adam)
         if hp.lr_schedule == "constant":
