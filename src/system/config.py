@@ -21,6 +21,7 @@ from ..data.mnist import check_batch_size, check_val_size
 
 __all__ = [
     "check_config",
+    "check_gradient_steps",
     "check_run",
     "check_model",
     "check_data",
@@ -165,12 +166,31 @@ def check_step_limit(trainer: Any) -> None:
         )
 
 
+CLIP_ALGORITHMS = ("norm", "value")  # Lightning's GradClipAlgorithmType
+
+
+def check_gradient_steps(gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches) -> None:
+    """``ValueError`` naming the first value that cannot work (the message starts with its name)."""
+    if gradient_clip_val is not None and not (
+        isinstance(gradient_clip_val, (int, float)) and 0 <= gradient_clip_val < float("inf")
+    ):
+        raise ValueError(
+            f"gradient_clip_val={float(gradient_clip_val)!r} is not allowed; it must be >= 0 and finite (0: no clipping)"
+        )
+    if gradient_clip_algorithm is not None and str(gradient_clip_algorithm).lower() not in CLIP_ALGORITHMS:
+        raise ValueError(
+            f"gradient_clip_algorithm={gradient_clip_algorithm!r} is not allowed; allowed: 'norm', 'value'"
+        )
+    if isinstance(accumulate_grad_batches, bool) or not (
+        isinstance(accumulate_grad_batches, int) and accumulate_grad_batches >= 1
+    ):
+        raise ValueError(f"accumulate_grad_batches={accumulate_grad_batches!r} is not allowed; it must be an integer >= 1")
+
+
 def check_gradient_steps_flags(trainer: Any) -> None:
     """``--trainer.gradient_clip_val`` / ``gradient_clip_algorithm`` / ``accumulate_grad_batches`` (the module applies them)."""
     if trainer is None:
         return
-    from .module import check_gradient_steps  # the module's own rule (imported here: it imports this file)
-
     values = [_get(trainer, k) for k in ("gradient_clip_val", "gradient_clip_algorithm")]
     try:
         check_gradient_steps(*values, _get(trainer, "accumulate_grad_batches", 1))

@@ -41,6 +41,7 @@ from ..data.idx import NUM_CLASSES
 from ..hand import losses as HL
 from . import lightning_private
 from .checkpoints import check_state_shapes
+from .config import check_gradient_steps
 from ..hand.checks import check_choice
 from ..ranges import FiniteNonNegativeFloat, FinitePositiveFloat, UnitIntervalCO
 from ..errors import DivergenceError
@@ -51,33 +52,12 @@ from ..hand.nets import FeedForwardNet, SequentialNet
 from ..hand.optim import OPTIMIZERS, HandOptimizer, max_norm_
 from .callbacks import epoch_finished
 
-__all__ = ["MLPClassifier", "check_gradient_steps"]
+__all__ = ["MLPClassifier"]
 
 LOSS_CLASSES = {"cross_entropy": HL.CrossEntropyLoss, "mse": HL.SquaredErrorLoss}
 EVAL_SPLITS = ("train", "val", "test")
 #: added to the run's seed for the dropout masks' generator, so it is not the global generator's stream
 DROPOUT_SEED_OFFSET = 0x0D80_0D80
-CLIP_ALGORITHMS = ("norm", "value")  # Lightning's GradClipAlgorithmType
-
-
-def check_gradient_steps(gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches) -> None:
-    """``ValueError`` naming the first value that cannot work (the message starts with its name)."""
-    if gradient_clip_val is not None and not (
-        isinstance(gradient_clip_val, (int, float)) and 0 <= gradient_clip_val < float("inf")
-    ):
-        raise ValueError(
-            f"gradient_clip_val={float(gradient_clip_val)!r} is not allowed; it must be >= 0 and finite (0: no clipping)"
-        )
-    if gradient_clip_algorithm is not None and str(gradient_clip_algorithm).lower() not in CLIP_ALGORITHMS:
-        raise ValueError(
-            f"gradient_clip_algorithm={gradient_clip_algorithm!r} is not allowed; allowed: 'norm', 'value'"
-        )
-    if isinstance(accumulate_grad_batches, bool) or not (
-        isinstance(accumulate_grad_batches, int) and accumulate_grad_batches >= 1
-    ):
-        raise ValueError(f"accumulate_grad_batches={accumulate_grad_batches!r} is not allowed; it must be an integer >= 1")
-
-
 def _check_choices(
     implementation: str, loss: str, optimizer: str, lr_schedule: str, output_activation: str, label_smoothing: float = 0.0
 ) -> None:
