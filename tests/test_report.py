@@ -123,6 +123,7 @@ def test_report_from_two_tiny_runs(two_runs, capsys):
     assert not (two_runs / "reports").exists()
     md = (two_runs / "lightning_logs" / "report" / "REPORT.md").read_text()
     assert "wrote lightning_logs/report/REPORT.md (2 runs: baseline, mine)" in capsys.readouterr().out
+    assert md.count("Evaluated with the trained weights.") == 2  # each run's section says which weights
 
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()
             if line.startswith("| baseline") or line.startswith("| mine")}  # fmt: skip

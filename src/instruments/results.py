@@ -466,6 +466,8 @@ def _section(label: str, run: Run, out_dir: Path, with_seed: bool) -> list[str]:
     """One run's section: its loss and confusion figures (PNGs saved) and its classification reports."""
     r, loss = run.results, run.model.get("loss", "cross_entropy")
     md = [f"## {label}", "", _source(run, with_seed), ""]
+    if r.get("evaluated_weights"):  # runs made before weight averaging existed evaluated the trained weights
+        md += [f"Evaluated with {r['evaluated_weights']}.", ""]
     if run.train_loss:
         fig = loss_figure(label, run.epochs, run.train_loss, run.val_loss, loss, run.resumed_after)
         save_png(fig, out_dir / f"{label}_loss.png")
