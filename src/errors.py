@@ -3,11 +3,13 @@
 =====================  ===========  =====================================================
 error                  exit status  meaning
 =====================  ===========  =====================================================
-:class:`ConfigError`   2            a value (or a checkpoint) that cannot work, as argparse
+:class:`ConfigError`   2            a value (or a checkpoint) that cannot work, as argparse; a
+                                   ``--trainer.max_time`` that ran out before the first epoch ended
 :class:`DataError`     1            a data file that is missing, damaged or not the expected one
 :class:`DivergenceError` 1          the training loss or the parameters became NaN or infinite
-:class:`OutputError`   1            the run folder cannot be created or written
-SIGTERM                143          stopped from outside (128 + 15, the shell's convention)
+:class:`OutputError`   1            the run folder cannot be created or written (read-only, full disk)
+SIGINT                 130          Ctrl-C (128 + 2); the run can be resumed
+SIGTERM                143          stopped from outside (128 + 15, the shell's convention); resumable
 =====================  ===========  =====================================================
 """
 
