@@ -22,6 +22,7 @@ automatic optimization does with them (the clip by ``LightningModule.clip_gradie
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from typing import Literal, NoReturn
@@ -345,6 +346,10 @@ class MLPClassifier(pl.LightningModule):
             if self.logger is not None:
                 self.logger.log_metrics({"train/loss": detached.item()}, step=self.global_step)
         return detached
+
+    # Lightning reads the signature on every step (to decide whether to pass batch_idx); cached, as
+    # HandFunction caches its Functions' (inspect rebuilds it each time otherwise): public names only
+    training_step.__signature__ = inspect.signature(training_step)
 
     def _backward_and_step(self, loss: Tensor, batch_idx: int) -> bool:
         """Backward, and the optimizer step where an accumulation window ends; whether it stepped.
