@@ -419,6 +419,9 @@ class CtrlC(Callback):
 
 def test_ctrl_c_says_how_to_resume(fake_data, capsys):
     handler = signal.getsignal(signal.SIGINT)
+    # Python's own Ctrl-C handler, as in a terminal: a process started in the background by a
+    # non-interactive shell (`cmd &`, as CI may be) inherits SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         status, err = run_cli(["fit", *TINY, "--trainer.max_epochs", "3", "--experiment", "int",
                                "--trainer.callbacks+=tests.test_cli_flags.CtrlC"], capsys)  # fmt: skip
