@@ -39,3 +39,16 @@ needs_real_mnist = pytest.mark.skipif(
     not HAVE_REAL_MNIST and not os.environ.get("CI"),
     reason="real MNIST not in data/MNIST/raw (scripts/setup.sh copies it)",
 )
+
+
+@pytest.fixture
+def fake_data(tmp_path, monkeypatch):
+    """A small fake MNIST (600 training, 200 test images) in tmp_path/data, and tmp_path as the working folder.
+
+    Modules that need other sizes define their own ``fake_data``, which takes precedence.
+    """
+    from tests.fakedata import write_fake_mnist
+
+    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200, gz=False)
+    monkeypatch.chdir(tmp_path)  # lightning_logs/ goes to the temporary folder
+    return tmp_path

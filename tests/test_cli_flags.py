@@ -26,32 +26,13 @@ from src.instruments.diagnostics import GradientFlowDiagnostics
 from src.system import checkpoints
 from src.system.module import MLPClassifier
 from src.train import main
-from tests.fakedata import write_fake_mnist
+from tests.cli_helpers import run_cli, run_folders
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 # 600 images − 88 for validation = 512 training images: 8 steps of 64 per epoch, 16 of 32
 TINY = ["--data.data_dir", "data", "--data.val_size", "88", "--data.eval_batch_size", "100", *QUIET,
         "--model.hidden_layers", "[16]"]  # fmt: skip
 STEPS_PER_EPOCH = 8
-
-
-@pytest.fixture
-def fake_data(tmp_path, monkeypatch):
-    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200, gz=False)
-    monkeypatch.chdir(tmp_path)  # lightning_logs/ goes to the temporary folder
-    return tmp_path
-
-
-def run_cli(args, capsys):
-    """``main(args)`` expected to fail: (exit status, stderr lines)."""
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    return exc.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-
-
-def _folders(root: Path) -> list[str]:
-    logs = root / "lightning_logs"
-    return sorted(str(p.relative_to(logs)) for p in logs.glob("*/*")) if logs.is_dir() else []
 
 
 def _last(root: Path, experiment: str) -> Path:
@@ -131,7 +112,7 @@ def test_max_time_before_the_first_epoch_ends_is_one_line(fake_data, batch_clock
         "error: --trainer.max_time ran out 3 of 8 batches into epoch 1, before any epoch finished: there is no "
         "checkpoint to evaluate or resume from; give a longer --trainer.max_time"
     ], err
-    assert _folders(fake_data) == []  # the run folder, without a checkpoint, is removed
+    assert run_folders(fake_data) == []  # the run folder, without a checkpoint, is removed
 
 
 # ------------------------------------------------------------------ 2. a full disk
@@ -239,7 +220,7 @@ class Crash(Callback):
 def test_a_crash_in_fit_removes_its_run_folder(fake_data):
     with pytest.raises(RuntimeError, match="a bug"):  # a bug keeps its traceback
         main(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.callbacks+=tests.test_cli_flags.Crash"])
-    assert _folders(fake_data) == []
+    assert run_folders(fake_data) == []
 
 
 # ------------------------------------------------------------------ 4. clipping, accumulation
@@ -380,7 +361,7 @@ REFUSED = [
 def test_refused_flag_is_one_line(bad, expected, fake_data, capsys):
     status, err = run_cli(["fit", *TINY, *bad], capsys)
     assert status == 2 and err == [f"error: {expected}"], err
-    assert _folders(fake_data) == []
+    assert run_folders(fake_data) == []
 
 
 # ------------------------------------------------------------------ 5. batch size, data folder, Ctrl-C, seed

@@ -27,25 +27,12 @@ from src.data.idx import check_idx_file
 from src.data.mnist import load_split
 from src.system.module import MLPClassifier
 from src.train import main
+from tests.cli_helpers import run_cli
 from tests.fakedata import idx_bytes, write_fake_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 TINY = ["--data.data_dir", "data", "--data.val_size", "100", "--data.eval_batch_size", "100", *QUIET]
-
-
-@pytest.fixture
-def fake_data(tmp_path, monkeypatch):
-    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200, gz=False)
-    monkeypatch.chdir(tmp_path)  # lightning_logs/ goes to the temporary folder
-    return tmp_path
-
-
-def run_cli(args, capsys):
-    """``main(args)`` expected to fail: (exit status, stderr lines)."""
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    return exc.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------ 1. bad configuration values

@@ -21,6 +21,7 @@ import yaml
 from src.data.mnist import MNISTDataModule
 from src.train import RunLogger, main
 from tests.conftest import REAL_DATA, needs_real_mnist
+from tests.cli_helpers import run_cli, run_folders
 from tests.fakedata import idx_bytes, write_fake_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,13 +29,6 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 TINY = ["--data.data_dir", "data", "--data.val_size", "100", "--data.eval_batch_size", "100", *QUIET,
         "--model.hidden_layers", "[16]"]  # fmt: skip
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture
-def fake_data(tmp_path, monkeypatch):
-    write_fake_mnist(tmp_path / "data", n_train=600, n_test=200, gz=False)
-    monkeypatch.chdir(tmp_path)  # lightning_logs/ goes to the temporary folder
-    return tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +46,6 @@ def trained(tmp_path_factory):
         os.chdir(old)
         torch.set_num_threads(threads)
     return root, root / "lightning_logs" / "relu" / "version_0"
-
-
-def run_cli(args, capsys):
-    """``main(args)`` expected to fail: (exit status, stderr lines)."""
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    return exc.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-
-
-def _folders(root: Path) -> list[str]:
-    logs = root / "lightning_logs"
-    return sorted(str(p.relative_to(logs)) for p in logs.glob("*/*")) if logs.is_dir() else []
 
 
 # ----------------------------------------------------------- 1. two runs, one experiment
@@ -189,7 +171,7 @@ def test_explicit_values_that_differ_from_the_checkpoint_are_refused(trained, mo
     root, run = trained
     monkeypatch.chdir(root)
     ckpt = str(run / "checkpoints" / "last.ckpt")
-    before = _folders(root)
+    before = run_folders(root)
     status, err = run_cli(["fit", *TINY, "--model.lr", "0.01", "--model.optimizer", "adam", "--ckpt_path", ckpt], capsys)
     assert status == 2 and len(err) == 1, err
     assert "--model.lr=0.01 (checkpoint: 0.05)" in err[0] and "--model.optimizer='adam' (checkpoint: 'gd')" in err[0]
@@ -198,7 +180,7 @@ def test_explicit_values_that_differ_from_the_checkpoint_are_refused(trained, mo
     assert status == 2 and "--model.activation='sigmoid' (checkpoint: 'relu')" in err[0], err
     status, err = run_cli(["validate", *TINY, "--data.seed", "3", "--ckpt_path", ckpt], capsys)
     assert status == 2 and "--data.seed=3 (checkpoint: 7)" in err[0], err
-    assert _folders(root) == before  # nothing started
+    assert run_folders(root) == before  # nothing started
     # values that agree with the checkpoint's go on
     cli = main(["validate", *TINY, "--model.activation", "relu", "--model.lr", "0.05", "--ckpt_path", ckpt])
     assert cli.model.hparams.activation == "relu"
@@ -215,12 +197,12 @@ def test_evaluation_without_checkpointing_runs(trained, monkeypatch):
 def test_resume_below_the_checkpoints_epoch_is_refused(trained, monkeypatch, capsys):
     root, run = trained
     monkeypatch.chdir(root)
-    before = _folders(root)
+    before = run_folders(root)
     args = ["fit", *TINY, "--trainer.max_epochs", "1", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
     status, err = run_cli(args, capsys)
     assert status == 2 and len(err) == 1, err
     assert "--trainer.max_epochs=1 is not allowed with this checkpoint: it has already trained 2 epochs" in err[0]
-    assert _folders(root) == before
+    assert run_folders(root) == before
 
 
 # ----------------------------------------------------------- 6 + 7. the data files
@@ -305,12 +287,12 @@ def test_no_logger_still_writes_into_a_run_folder(fake_data):
 def test_refused_commands_leave_no_run_folder(args, expected, trained, monkeypatch, capsys):
     root, run = trained
     monkeypatch.chdir(root)
-    before = _folders(root)
+    before = run_folders(root)
     if args == ["predict"]:
         args = [*args, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
     status, err = run_cli([*args, *TINY], capsys)
     assert status == 2 and len(err) == 1 and expected in err[0], err
-    assert _folders(root) == before
+    assert run_folders(root) == before
 
 
 def test_a_failed_start_removes_its_run_folder(fake_data, capsys):
@@ -318,4 +300,4 @@ def test_a_failed_start_removes_its_run_folder(fake_data, capsys):
     (fake_data / "data" / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03")
     status, err = run_cli(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.logger", "false"], capsys)
     assert status == 1 and "t10k-images-idx3-ubyte: truncated IDX header" in err[-1], err
-    assert _folders(fake_data) == []
+    assert run_folders(fake_data) == []
