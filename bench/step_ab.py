@@ -32,7 +32,7 @@ median and quartiles of the ratios, and in how many fits the hook won:
 * ``step``: the raw ``step`` between ``LightningOptimizer._on_before_step`` / ``_on_after_step``
   (``lightning_private.counted_step``) against ``LightningOptimizer.step`` (strategy, precision
   plugin, closure, hooks);
-* ``dropped``: the first three together (removed from src/: each inside the noise); any names
+* ``dropped``: the first three together (each inside the noise alone; ``fx_name`` is removed from src/); any names
   joined by commas (``state_key,signature``) switch together;
 * ``all``: the four together against none of them;
 * ``none``: the same code twice (A/A), the spread of the machine's noise.
@@ -163,7 +163,7 @@ def _public_step(lightning_opt, update=None):  # the public path: strategy, prec
     lightning_opt.step()
 
 
-DROPPED = ("fx_name", "state_key", "signature")  # measured, inside the noise, removed from src/
+DROPPED = ("fx_name", "state_key", "signature")  # each inside the noise alone; fx_name is gone from src/, the two caches stay
 
 
 HOOKS = ("fx_name", "state_key", "signature", "step")

@@ -24,17 +24,17 @@ Lightning breaks here, in one place.  What each use touches, why, and what it sa
 * torch's ``Optimizer._opt_called`` (:func:`mark_stepped`): no "``lr_scheduler.step()`` before
   ``optimizer.step()``" warning when every update ran inside ``backward``.
 
-Measured and dropped, each inside the noise (BENCHMARKS.md, "Lightning's private names: what each
-saves"; ``bench/step_ab.py --ab NAME`` re-creates each to measure it again).  Medians of 16 fits,
-the quartiles in brackets, against an A/A run of −0.6 % [−2.0, +1.4]:
+Measured, each inside the noise (BENCHMARKS.md, "Lightning's private names: what each saves";
+``bench/step_ab.py --ab NAME`` switches each to measure it again).  Medians of 16 fits, the
+quartiles in brackets, against an A/A run of −0.6 % [−2.0, +1.4]:
 
 * ``MLPClassifier.__setattr__`` storing Lightning's ``_current_fx_name`` (set 22 times a step)
-  without ``nn.Module.__setattr__``'s checks: +0.8 % [−0.5, +1.6];
+  without ``nn.Module.__setattr__``'s checks: +0.8 % [−0.5, +1.6]; dropped (a private name);
 * ``ResumableModelCheckpoint.state_key`` cached (read 3 times a step): +1.2 % [−3.6, +4.7];
 * ``training_step.__signature__`` cached (read once a step): +1.4 % [−1.8, +4.7].
 
-(Together the three won 23 of 24 fits, +2.4 % [+0.4, +3.4]: at the edge of the noise; the last
-two name nothing private.)
+The last two name nothing private and together won 19 of 24 fits (+1.7 % [+0.1, +3.0]): they
+stay, in ``callbacks.py`` and ``module.py``, not here.
 """
 
 from __future__ import annotations
