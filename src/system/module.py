@@ -263,7 +263,7 @@ class MLPClassifier(pl.LightningModule):
             return self.loss_fn(self.net.output_fn(logits), onehot, weights)
         # the twin: torch's losses, differentiated by autograd
         if self.fused:
-            data = F.cross_entropy(logits, labels, label_smoothing=self.hparams.get("label_smoothing", 0.0))
+            data = F.cross_entropy(logits, labels, label_smoothing=self.loss_fn.label_smoothing)  # the ε our loss holds
         else:
             out = self.net.output_fn(logits)
             if self.hparams.loss == "mse":
