@@ -33,6 +33,10 @@ BAD = [
     (["--data.augment_scale", "[1.2, 0.8]"], "--data.augment_scale=[1.2, 0.8] is not allowed"),
     (["--data.augment_scale", "[0, 1]"], "--data.augment_scale: 0 is not allowed"),
     (["--data.augment_elastic_alpha=-3"], "--data.augment_elastic_alpha: -3 is not allowed"),
+    (["--model.ema_decay", "1"], "--model.ema_decay: 1 is not allowed; it must be >= 0 and < 1"),
+    (["--model.max_norm=-1"], "--model.max_norm: -1 is not allowed"),
+    (["--model.label_smoothing", "0.1", "--model.loss", "mse"],
+     "label_smoothing=0.1 needs loss='cross_entropy' with output_activation='softmax'"),
 ]
 
 
