@@ -17,9 +17,9 @@ from typing import Any, Optional
 
 import torch
 from torch import Tensor
+from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from .functional import HandFunction
 
 __all__ = ["Dropout", "MaskStream", "dropout", "dropout_mask", "check_dropout"]
 
@@ -34,7 +34,7 @@ def check_dropout(p: Any, name: str = "dropout") -> float:
     return float(p)
 
 
-class Dropout(HandFunction):
+class Dropout(Function):
     """Inverted dropout at a given mask: ``y = x ⊙ m`` with ``m = b / q``, ``b ~ Bernoulli(q)``, ``q = 1 − p``.
 
     ``m`` is drawn outside (:func:`dropout_mask`) and enters as a constant, so the Function is

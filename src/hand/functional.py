@@ -22,7 +22,6 @@ Shapes: ``x`` is ``(batch, in_features)``, ``weight`` is
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -32,29 +31,13 @@ from torch.autograd import Function
 from .checks import check_float, check_linear
 
 __all__ = [
-    "HandFunction", "Linear", "ReLU", "Sigmoid", "Tanh", "Softmax", "Identity",
+    "Linear", "ReLU", "Sigmoid", "Tanh", "Softmax", "Identity",
     "linear", "relu", "sigmoid", "tanh", "softmax", "identity",
     "ACTIVATIONS", "ACTIVATION_FUNCTIONS", "HIDDEN_ACTIVATIONS", "OUTPUT_ACTIVATIONS",
 ]  # fmt: skip
 
 
-class HandFunction(Function):
-    """Base of every Function here: a split-form Function with its ``forward`` signature cached.
-
-    ``Function.apply`` binds the call's arguments to ``forward``'s signature on every
-    call, and ``inspect.signature`` rebuilds that signature each time (about 5 µs, a
-    third of a small op's cost); storing it as ``__signature__`` makes the lookup free.
-    """
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        forward = cls.__dict__.get("forward")
-        fn = forward.__func__ if isinstance(forward, staticmethod) else forward
-        if fn is not None:
-            fn.__signature__ = inspect.signature(fn)
-
-
-class Linear(HandFunction):
+class Linear(Function):
     """Affine map ``y = x Wᵀ + b``.
 
     With upstream gradient ``g = ∂L/∂y`` of shape ``(batch, out)``::
@@ -87,7 +70,7 @@ class Linear(HandFunction):
         return grad_x, grad_w, grad_b
 
 
-class ReLU(HandFunction):
+class ReLU(Function):
     """``relu(x) = max(0, x)``;  ``relu'(x) = 1[x > 0] = 1[y ≠ 0]``, from the saved output ``y``.
 
     ``relu'(0) = 0`` at the kink, as torch.  torch's backward zeroes the gradient where ``y ≤ 0``
@@ -105,9 +88,14 @@ class ReLU(HandFunction):
 
     @staticmethod
     def derivative(grad: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
-        """``grad ⊙ 1[y ≠ 0]`` from the output ``y`` (into ``out`` when given, not ``grad``'s memory)."""
-        live = torch.ne(y, 0, out=out)  # 1[y ≠ 0]: bool, or 1.0 / 0.0 in out's memory
-        return torch.mul(grad, live, out=out)
+        """``grad ⊙ relu'(z) = grad ⊙ 1[y ≠ 0]`` from the output ``y = relu(z)``.
+
+        With ``out`` (the fused node's buffer, not ``grad``'s memory) the mask is written there as
+        1.0 / 0.0 and multiplied in place: the same numbers, no new tensor.
+        """
+        if out is None:
+            return grad * (y != 0)
+        return torch.mul(grad, torch.ne(y, 0, out=out), out=out)
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:
@@ -124,7 +112,7 @@ class ReLU(HandFunction):
         return ReLU.derivative(grad, y)
 
 
-class Sigmoid(HandFunction):
+class Sigmoid(Function):
     """``σ(x) = 1 / (1 + e^{-x})``;  ``σ'(x) = σ(x)(1 − σ(x))``, from the saved output ``y``."""
 
     @staticmethod
@@ -134,12 +122,15 @@ class Sigmoid(HandFunction):
 
     @staticmethod
     def derivative(grad: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
-        """``grad ⊙ σ'`` from the output ``y``: ``gy = g·y``, then ``gy − gy·y = g·σ(1 − σ)``.
+        """``grad ⊙ σ'(z) = grad ⊙ (1 − y) ⊙ y`` from the output ``y = σ(z)``.
 
-        Into ``out`` when given (it may be ``grad``'s memory).
+        Multiplied in PyTorch's own order (``aten`` ``sigmoid_backward``), so it equals torch's
+        gradient bit for bit.  With ``out`` (the fused node's buffer, which may be ``grad``'s
+        memory) the same two products are written there: the same numbers, no new tensor.
         """
-        gy = torch.mul(grad, y, out=out)
-        return torch.addcmul(gy, gy, y, value=-1, out=out)
+        if out is None:
+            return grad * (1 - y) * y
+        return torch.mul(grad, 1 - y, out=out).mul_(y)
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:
@@ -155,7 +146,7 @@ class Sigmoid(HandFunction):
         return Sigmoid.derivative(grad, y)
 
 
-class Tanh(HandFunction):
+class Tanh(Function):
     """``tanh(x)``;  ``tanh'(x) = 1 − tanh(x)²``, from the saved output ``y``."""
 
     @staticmethod
@@ -165,12 +156,17 @@ class Tanh(HandFunction):
 
     @staticmethod
     def derivative(grad: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
-        """``grad ⊙ tanh'`` from the output ``y``: ``g − (g·y)·y = g·(1 − tanh²)``.
+        """``grad ⊙ tanh'(z) = grad ⊙ (1 − y²)`` from the output ``y = tanh(z)``.
 
-        Into ``out`` when given (not ``grad``'s memory: ``grad`` is read after ``g·y`` is written).
+        With ``out`` (the fused node's buffer; not ``grad``'s memory, ``grad`` is read last) the
+        same three operations written there: ``y·y``, ``1 − y·y``, ``grad · (1 − y·y)``.  PyTorch
+        fuses ``1 − y·y`` into one rounding, so torch's gradient may differ in the last bit.
         """
-        gy = torch.mul(grad, y, out=out)
-        return torch.addcmul(grad, gy, y, value=-1, out=out)
+        if out is None:
+            return grad * (1 - y * y)
+        y2 = torch.mul(y, y, out=out)
+        one_minus_y2 = torch.sub(y.new_ones(()), y2, out=out)
+        return torch.mul(grad, one_minus_y2, out=out)
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:
@@ -186,7 +182,7 @@ class Tanh(HandFunction):
         return Tanh.derivative(grad, y)
 
 
-class Softmax(HandFunction):
+class Softmax(Function):
     """Softmax over the last dimension, ``y_i = e^{x_i} / Σ_j e^{x_j}``.
 
     The Jacobian is ``∂y_i/∂x_j = y_i(δ_ij − y_j)``; backward applies it as a
@@ -210,7 +206,7 @@ class Softmax(HandFunction):
         return y * (grad - (grad * y).sum(-1, keepdim=True))
 
 
-class Identity(HandFunction):
+class Identity(Function):
     """The identity ``f(x) = x``; ``f'(x) = 1``.
 
     This is the course report's ``Linear`` *activation*.  It is named ``identity``

@@ -1,13 +1,14 @@
-"""An optimization of the per-op chain: the whole net in one autograd node, with buffers reused between steps.
+"""An optimization of :mod:`src.hand.backprop`: the same loop as one autograd node, with buffers reused between steps.
 
-Read :meth:`~src.hand.nets.FeedForwardNet.layer_outputs` first: the net as a chain of per-op
-Functions (:func:`~src.hand.functional.linear` and the activation per layer, ``2L − 1`` autograd
-nodes).  :class:`FeedForward` computes the same thing in one node, for speed (BENCHMARKS.md):
-the same products in the same order, and the same activation rule (each activation's
-``value`` and ``derivative`` of :mod:`src.hand.functional`), so the results are equal to the
-last bit; while training it writes into a :class:`Workspace` instead of allocating.  Nothing here
-is new math: ``test_feed_forward_equals_the_per_op_chain`` (``tests/test_functional.py``) proves
-the equality for one pass, ``tests/test_fast_path.py`` for whole training runs.
+Read :mod:`src.hand.backprop` first: ``forward_pass`` and ``backward_pass`` are the net's forward
+equations and the backprop recursion written out, with fresh tensors.  :class:`FeedForward` runs
+exactly those loops (the same products in the same order, the same activation rule: each
+activation's ``value`` and ``derivative`` of :mod:`src.hand.functional`) inside one autograd node,
+so the per-op chain's ``2L − 1`` nodes become one, and while training it writes every tensor into
+a :class:`Workspace` instead of allocating (BENCHMARKS.md: what each saves).  Nothing here is new
+math: ``tests/test_backprop.py`` proves the node equal to the written-out recursion to the last
+bit, ``tests/test_functional.py`` to the per-op chain, ``tests/test_fast_path.py`` for whole
+training runs.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from .checks import check_choice
-from .functional import ACTIVATION_FUNCTIONS, HIDDEN_ACTIVATIONS, HandFunction
+from .functional import ACTIVATION_FUNCTIONS, HIDDEN_ACTIVATIONS
 
 __all__ = ["FeedForward", "Workspace", "Buffers", "Saved", "PerInput", "feed_forward"]
 
@@ -146,8 +148,8 @@ class PerInput(NamedTuple):
         return (self.x, *(None,) * (_BEFORE_PARAMS - 1), *params)
 
 
-class FeedForward(HandFunction):
-    """A whole fully connected net in one node: the course report's ``forward_propagation`` and ``backPropogation``.
+class FeedForward(Function):
+    """:func:`~src.hand.backprop.forward_pass` and :func:`~src.hand.backprop.backward_pass` as one autograd node.
 
     Forward, for layers ``l = 1 … L`` with ``d₀ = x`` (``g`` the hidden activation)::
 

@@ -30,9 +30,10 @@ from typing import Any, Iterable, Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd import Function
 
 from .checks import check_alpha, check_choice, check_class_target, check_same, check_smoothing, check_weights
-from .functional import HandFunction, softmax
+from .functional import softmax
 
 __all__ = [
     "MSELoss",
@@ -71,7 +72,7 @@ def one_hot_rows(labels: Tensor, like: Tensor) -> Tensor:
     return torch.nn.functional.one_hot(labels, like.shape[-1]).to(like.dtype)
 
 
-class MSELoss(HandFunction):
+class MSELoss(Function):
     """``L = (1/N) Σ (p − t)²``;  ``∂L/∂p = 2 (p − t) / N``,  ``∂L/∂t = −∂L/∂p``."""
 
     @staticmethod
@@ -91,7 +92,7 @@ class MSELoss(HandFunction):
         return (d if ctx.needs_input_grad[0] else None), (-d if ctx.needs_input_grad[1] else None)
 
 
-class CrossEntropy(HandFunction):
+class CrossEntropy(Function):
     """``L = −(1/B) Σ t log p`` on probabilities ``p``.
 
     ``∂L/∂p = −t / (B p)``,  ``∂L/∂t = −log p / B``.
@@ -129,7 +130,7 @@ def smoothed(target: Tensor, label_smoothing: float) -> Tensor:
     return target * (1 - label_smoothing) + label_smoothing / target.shape[-1]
 
 
-class SoftmaxCrossEntropy(HandFunction):
+class SoftmaxCrossEntropy(Function):
     """Fused softmax + cross-entropy on logits ``z`` (rows of ``t`` need not be one-hot), with label smoothing ε.
 
     With ``log y = z − logsumexp(z)`` (finite for any finite ``z``) and the smoothed target
@@ -174,7 +175,7 @@ class SoftmaxCrossEntropy(HandFunction):
         return grad_z, grad_t, None
 
 
-class L1Penalty(HandFunction):
+class L1Penalty(Function):
     """``P = α Σ_l Σ |W_l|``;  ``∂P/∂W_l = α sign(W_l)`` (0 at the kink, as ``torch.abs``)."""
 
     @staticmethod
@@ -192,7 +193,7 @@ class L1Penalty(HandFunction):
         return (None, *(w.sign() * scale for w in ctx.saved_tensors))
 
 
-class L2Penalty(HandFunction):
+class L2Penalty(Function):
     """``P = (α/2) Σ_l Σ W_l²``;  ``∂P/∂W_l = α W_l``."""
 
     @staticmethod
@@ -210,7 +211,7 @@ class L2Penalty(HandFunction):
         return (None, *(w * scale for w in ctx.saved_tensors))
 
 
-class Add(HandFunction):
+class Add(Function):
     """``s = a + b``;  ``∂s/∂a = ∂s/∂b = 1``.
 
     Trivial, but it keeps the path from the total loss to the parameters free of

@@ -347,8 +347,8 @@ class MLPClassifier(pl.LightningModule):
                 self.logger.log_metrics({"train/loss": detached.item()}, step=self.global_step)
         return detached
 
-    # Lightning reads the signature on every step (to decide whether to pass batch_idx); cached, as
-    # HandFunction caches its Functions' (inspect rebuilds it each time otherwise): public names only
+    # Lightning reads the signature on every step (to decide whether to pass batch_idx); cached
+    # (inspect rebuilds it each time otherwise): public names only
     training_step.__signature__ = inspect.signature(training_step)
 
     def _backward_and_step(self, loss: Tensor, batch_idx: int) -> bool:
