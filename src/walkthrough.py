@@ -522,35 +522,37 @@ def step_graph(sizes: Sequence[int] = DEFAULT_SIZES, activation: str = "sigmoid"
     trace(loss.grad_fn)
     loss.backward()
 
-    param_names = {id(p): name for name, p in net.named_parameters()}
+    param_names = {id(p): name for name, p in net.named_parameters()}  # "W1", "b1", …
+    # the inputs that need no gradient: no node in autograd's graph, drawn as leaves all the same
+    data_leaves = {
+        ("Linear", 0): ("input", f"x · {shape_text(x.shape)}"),
+        ("SoftmaxCrossEntropy", 1): ("target", f"t · {shape_text(t.shape)} one-hot"),
+    }
     lines = ["flowchart TB"]
-    ids: dict[object, str] = {}
+    ids: dict[object, str] = {}  # Function node → its Mermaid id, f1, f2, … in the order of the step
     for node in order:
         if type(node).__name__ == "AccumulateGrad":  # a parameter: a leaf, drawn with its Function
             continue
         tensor, function, out_label, grad_label = named.get(node, (None, type(node).__name__, "?", "?"))
-        node_id = f"f{len(ids) + 1}"
-        ids[node] = node_id
-        inputs = []
+        node_id = ids[node] = f"f{len(ids) + 1}"
+        sources = []
         for index, (parent, _) in enumerate(node.next_functions):
-            if parent is None:
-                leaf = {("Linear", 0): ("x", f"x · {shape_text(x.shape)}"), ("SoftmaxCrossEntropy", 1): ("t", f"t · {shape_text(t.shape)} one-hot")}
-                if (function, index) in leaf and leaf[(function, index)][0] not in {i for i, _ in inputs}:
-                    leaf_id, text = leaf[(function, index)]
+            if parent is None:  # x, t (or the loss's ε): drawn once where it enters
+                if (function, index) in data_leaves:
+                    leaf_id, text = data_leaves.pop((function, index))
                     lines.append(f'    {leaf_id}(["{text}"])')
-                    inputs.append((leaf_id, ""))
+                    sources.append(leaf_id)
             elif type(parent).__name__ == "AccumulateGrad":
-                p = parent.variable
-                name = param_names[id(p)]
+                p, name = parent.variable, param_names[id(parent.variable)]
                 symbol = f"{name[0]}{sub(int(name[1:]))}"
                 lines.append(f'    {name}(["{symbol} · {shape_text(p.shape)}<br/>∂L/∂{symbol} · {shape_text(p.grad.shape)}"])')
-                inputs.append((name, ""))
+                sources.append(name)
             else:
-                inputs.append((ids[parent], ""))
+                sources.append(ids[parent])
         shape = shape_text(tensor.shape) if tensor is not None else "?"
         grad = shape_text(tensor.grad.shape) if tensor is not None and tensor.grad is not None else "?"
         lines.append(f'    {node_id}["{function}<br/>{out_label} · {shape}<br/>{grad_label} · {grad}"]')
-        lines += [f"    {source} --> {node_id}" for source, _ in inputs]
+        lines += [f"    {source} --> {node_id}" for source in sources]
     return "\n".join(lines) + "\n"
 
 
