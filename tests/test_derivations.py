@@ -145,6 +145,18 @@ def math_problems(text: str) -> list[str]:
     return found
 
 
+def _anchors(doc: str) -> set[str]:
+    """The GitHub anchors of the page's headings (lower case, punctuation dropped, spaces as hyphens)."""
+    anchors = set()
+    for seg in segments(doc):
+        if seg.kind == "prose":
+            for line in seg.text.splitlines():
+                if line.startswith("#"):
+                    title = CODE_SPAN.sub(lambda m: m.group(0)[1:-1], line.lstrip("#").strip())
+                    anchors.add(re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-"))
+    return anchors
+
+
 @pytest.fixture(scope="module")
 def doc() -> str:
     return DOC.read_text(encoding="utf-8")
@@ -263,16 +275,25 @@ def test_the_worked_example_snippet_runs_and_its_numbers_hold(doc):
 
 def test_internal_links_point_at_headings(doc):
     """Every ``(#anchor)`` link matches a heading's GitHub anchor."""
-    anchors = set()
-    for seg in segments(doc):
-        if seg.kind == "prose":
-            for line in seg.text.splitlines():
-                if line.startswith("#"):
-                    title = CODE_SPAN.sub(lambda m: m.group(0)[1:-1], line.lstrip("#").strip())
-                    anchors.add(re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-"))
+    anchors = _anchors(doc)
     links = re.findall(r"\]\(#([^)]+)\)", doc)
     assert len(links) >= 20
     assert not [a for a in links if a not in anchors], sorted(set(links) - anchors)
+
+
+def test_links_into_this_page_from_the_rest_of_the_repository_resolve(doc):
+    """The exercises, the walkthrough, the README and the other docs link sections here: renaming a heading fails here."""
+    anchors = _anchors(doc)
+    places = [ROOT / "README.md", *(ROOT / d for d in ("docs", "exercises", "src"))]
+    files = [p for place in places for p in ([place] if place.is_file() else place.rglob("*")) if p.suffix in (".md", ".py")]
+    broken = [
+        f"{f.relative_to(ROOT)}: #{anchor}"
+        for f in files
+        for anchor in re.findall(r"derivations\.md#([\w-]+)", f.read_text(encoding="utf-8"))
+        if anchor not in anchors
+    ]
+    assert not broken, broken
+    assert "the-whole-net" in anchors and "sigmoid" in anchors  # the scan itself works
 
 
 def test_the_graph_markers_and_the_pointers_to_the_other_pages(doc):
