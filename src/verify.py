@@ -4,6 +4,8 @@
     python -m src.verify --mutants             # plant classic backward bugs; show which check catches each
     python -m src.verify --function pkg.module:MyFunction --shapes 64x784 500x784 500 \\
         [--reference pkg.module:callable]      # the same checks for your own torch.autograd.Function
+    python -m src.verify --exercise sigmoid    # check exercises/sigmoid.py (or --exercise path/to/sigmoid.py)
+    python -m src.verify --exercise sigmoid --hint [2]   # help in tiers; --solution: the project's code
 
 Exit status: 0 when every row passes (with ``--mutants``: when every planted bug is caught); 1
 when a row fails (a bug survives); 2 for a bad command line, and for a ``--function``,
@@ -15,7 +17,8 @@ checked lives in ``src/instruments/``:
 * ``verification.py`` — the checks of every piece, what each column means, the hints;
 * ``mutants.py`` — the planted bugs of ``--mutants`` (subclasses of the Functions and optimizers,
   in memory; the source is never patched);
-* ``custom_function.py`` — ``--function``: your Function loaded, fed random inputs and checked.
+* ``custom_function.py`` — ``--function``: your Function loaded, fed random inputs and checked;
+* ``exercises.py`` — ``--exercise``: a learner's stub from ``exercises/`` checked, shapes first.
 
 The output, with an excerpt of each table: ``docs/verify.md``.  Torch only, no Lightning.
 """
@@ -30,6 +33,7 @@ from typing import Optional, Sequence
 import torch
 
 from .instruments.custom_function import UserInputError, check_user_function
+from .instruments.exercises import ExerciseInputError, check_exercise, hints, resolve, solution
 from .instruments.mutants import run_mutants
 from .instruments.verification import COLUMNS, NA, Row, verify_all
 
@@ -88,6 +92,17 @@ def _print_user(function: str, shapes: Sequence[str], reference: Optional[str]) 
     return 0 if row.passed else 1
 
 
+def _print_exercise(arg: str, hint: Optional[int], show_solution: bool) -> int:
+    """``--exercise``: the check's report, then ``PASS``/``FAIL`` and what to do next; or a hint, or the solution."""
+    ex, path = resolve(arg)
+    if hint is not None or show_solution:
+        print(hints(ex, hint) if hint is not None else solution(ex))
+        return 0
+    outcome = check_exercise(ex, path)
+    print("\n".join(outcome.lines + [outcome.verdict, f"next: {outcome.next}"]))
+    return 0 if outcome.passed else 1
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m src.verify",
@@ -98,12 +113,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--function", metavar="pkg.module:MyFunction", help="check your own Function")
     parser.add_argument("--shapes", nargs="+", metavar="AxB", help="one shape per input of --function, e.g. 64x784 500x784 500")
     parser.add_argument("--reference", metavar="pkg.module:callable", help="compare --function with this implementation")
+    parser.add_argument("--exercise", metavar="NAME|FILE.py", help="check a learner's exercises/NAME.py (or that file); "
+                        "NAME: sigmoid, tanh, linear, softmax_cross_entropy, backprop, adam (see exercises/README.md)")
+    parser.add_argument("--hint", nargs="?", const=1, type=int, metavar="N", help="with --exercise: hints 1 … N (default 1)")
+    parser.add_argument("--solution", action="store_true", help="with --exercise: print the project's own code for it")
     args = parser.parse_args(argv)
+    if args.exercise is None and (args.hint is not None or args.solution):
+        parser.error("--hint and --solution go with --exercise NAME")
+    if args.exercise is not None and (args.function or args.mutants or args.shapes or args.reference):
+        parser.error("--exercise is a separate run from --mutants and --function")
     if (args.shapes or args.reference) and not args.function:
         parser.error("--shapes and --reference go with --function")
     if args.function and args.mutants:
         parser.error("--mutants and --function are separate runs")
     torch.set_num_threads(min(torch.get_num_threads(), 2))
+    if args.exercise is not None:
+        try:
+            return _print_exercise(args.exercise, args.hint, args.solution)
+        except ExerciseInputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.function:
         if "" not in sys.path and "." not in sys.path:
             sys.path.insert(0, "")  # `python -m` puts the current folder first anyway; imports from here
