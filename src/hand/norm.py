@@ -42,9 +42,9 @@ from typing import Any, Optional
 
 import torch
 from torch import Tensor
+from torch.autograd import Function
 
 from .checks import _dtype_error, check_float, describe
-from .functional import HandFunction
 
 __all__ = [
     "BatchNorm", "BatchNormEval", "LayerNorm",
@@ -161,7 +161,7 @@ def layer_norm_backward(g: Tensor, x: Tensor, gamma: Tensor, eps: float) -> tupl
 
 
 # ------------------------------------------------------------------ the Functions
-class BatchNorm(HandFunction):
+class BatchNorm(Function):
     """Batch normalization in training mode: ``y = γ (x − μ)/√(σ² + ε) + β``, ``μ``, ``σ²`` over the batch.
 
     ``x`` (B, F), ``γ``, ``β`` (F,); ``σ²`` is the biased variance.  With ``g = ∂L/∂y`` (B, F)::
@@ -193,7 +193,7 @@ class BatchNorm(HandFunction):
         return dx, dgamma, dbeta, None
 
 
-class BatchNormEval(HandFunction):
+class BatchNormEval(Function):
     """Batch normalization in evaluation mode: ``y = γ (x − m)/√(v + ε) + β`` with the running ``m``, ``v``.
 
     ``m``, ``v`` (F,) are constants here (nothing in the batch moves them), so ``y`` is a per-feature
@@ -225,7 +225,7 @@ class BatchNormEval(HandFunction):
         return grad * (gamma * inv_std), (grad * x_hat).sum(0), grad.sum(0), None, None, None
 
 
-class LayerNorm(HandFunction):
+class LayerNorm(Function):
     """Layer normalization: ``y = γ (x − μ)/√(σ² + ε) + β``, ``μ``, ``σ²`` over the ``F`` features of each row.
 
     ``x`` (B, F), ``γ``, ``β`` (F,); one ``μ``, ``σ²`` per row (B, 1), so rows do not interact and
