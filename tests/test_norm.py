@@ -238,3 +238,21 @@ def test_bad_inputs_are_refused_in_one_line(gen, call, error, message):
         call(x, gamma, beta, m, v)
     assert "\n" not in str(err.value)
     assert torch.equal(m, mean) and torch.equal(v, var)  # nothing updated before the refusal
+
+
+# ------------------------------------------------------------------ docs/batchnorm.md stays true
+def test_the_derivation_page_names_real_code_and_renders():
+    """Every `src/…py` `Symbol` reference of docs/batchnorm.md resolves and every quoted line is in its source
+    (the checker of docs/derivations.md); its math blocks are balanced plain LaTeX; every piece of norm.py is named."""
+    from tests.test_derivations import ROOT, math_problems, parse_code_refs, problems, segments
+
+    doc = (ROOT / "docs" / "batchnorm.md").read_text(encoding="utf-8")
+    refs = parse_code_refs(doc)
+    assert sum(len(r.quotes) for r in refs) >= 15, "the quotes are no longer parsed"
+    found = [p for ref in refs for p in problems(ref)]
+    assert not found, "\n".join(found)
+    named = {r.symbol.split(".")[0] for r in refs if r.path == "src/hand/norm.py"}
+    assert set(N.__all__) - named == set(), set(N.__all__) - named
+    assert not math_problems(doc), math_problems(doc)
+    blocks = [seg.text for seg in segments(doc) if seg.lang == "math"]
+    assert len(blocks) >= 15 and all(b.strip() and b.isascii() for b in blocks)
