@@ -17,7 +17,7 @@ def rows():
 def test_verify_lists_every_piece_and_all_pass(rows):
     names = [r.piece for r in rows]
     for piece in ("Linear", "ReLU", "Sigmoid", "Tanh", "Softmax", "Identity", "MSELoss", "CrossEntropy",
-                  "SoftmaxCrossEntropy", "L1Penalty", "L2Penalty", "GD", "Adam"):  # fmt: skip
+                  "SoftmaxCrossEntropy", "L1Penalty", "L2Penalty", "GD", "Adam", "BatchNorm", "LayerNorm"):  # fmt: skip
         assert any(n.split(" ")[0] == piece for n in names), piece
     for act in ("sigmoid", "tanh", "relu"):
         assert f"FeedForward ({act}, one node)" in names
@@ -27,6 +27,7 @@ def test_verify_lists_every_piece_and_all_pass(rows):
     by = {r.piece: r for r in rows}
     assert by["ReLU"].cells["kink"].ok and by["L1Penalty"].cells["kink"].ok  # the conventions at 0 are checked
     assert by["Adam (vs torch.optim, 25 steps)"].cells["lockstep"].ok
+    assert by["BatchNorm (train mode)"].cells["gradgrad"].ok and by["BatchNorm (eval mode)"].cells["gradgrad"].ok
     assert by["Sigmoid"].cells["gradgrad"].ok and by["FeedForward (relu, one node)"].cells["gradgrad"].ok is None
 
 
@@ -51,6 +52,13 @@ def test_every_mutant_is_caught_with_the_right_hint(capsys):
     assert "ratio ≈ 2" in hints[("L2Penalty", "missing ½ (∂P/∂W = 2αW)")]
     assert f"ratio ≈ {V.B}" in hints[("SoftmaxCrossEntropy", "sum for mean (no 1/B)")]
     assert "without bias correction" in hints[("Adam", "no bias correction")]
+    norm = {bug.split(" (")[0]: (row.failed_columns(), " ".join(row.hints())) for bug, piece, row in results if "Norm" in piece}
+    assert "the path through μ" in norm["dropped mean term"][1] and "gradcheck" in norm["dropped mean term"][0]
+    assert "the path through σ²" in norm["dropped Σ(g·x̂) term"][1]
+    # a consistent bug: gradcheck passes, only the comparison with F.batch_norm sees it
+    assert norm["unbiased variance"][0] == ["fp32", "fp64", "extreme"] and "√((N−1)/N)" in norm["unbiased variance"][1]
+    assert "running mean and variance" in norm["batch statistics in evaluation mode"][1]
+    assert "must stay inside them" in norm["γ outside the sums over the features"][1]
     kink = [row.failed_columns() for bug, piece, row in results if piece == "ReLU"]
     assert kink == [["kink"]]  # ReLU'(0) = 1 is wrong only at the kink, and only that column sees it
 

@@ -11,5 +11,7 @@ Reading order:
    update written as a loop over the parameters beside its foreach form;
 5. :mod:`~src.hand.dropout` and :mod:`~src.hand.init` — inverted dropout, the initializers;
 6. :mod:`~src.hand.fused` — an optimization: the whole chain of step 3 in one autograd node with
-   buffers reused between steps, equal to it to the last bit (``tests/test_fast_path.py``).
+   buffers reused between steps, equal to it to the last bit (``tests/test_fast_path.py``);
+7. :mod:`~src.hand.norm` — batch norm (training and evaluation mode, the backward both as the graph
+   walk and in closed form) and layer norm, derived in ``docs/batchnorm.md``.
 """

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..hand import functional as HF
 from ..hand import fused as FF
 from ..hand import losses as HL
+from ..hand import norm as HN
 from ..hand import optim as HO
 from .verification import FunctionSpec, Row, SIZES, SPECS, _ff_extras, check_function, check_optimizer
 
@@ -103,6 +104,65 @@ def _unsmoothed_backward(ctx, g):
     return (torch.softmax(z, -1) - t) * g / z.shape[0], None, None
 
 
+# ---------------------------------------------- batch norm and layer norm: one term of the derivation wrong
+def _bn_no_mean_term(ctx, g):
+    """∂L/∂x = (γσ⁻¹/B)(B g − x̂ Σ(g x̂)): the mean term −Σg (the path through μ) dropped."""
+    x, gamma = ctx.saved_tensors
+    x_hat, inv_std = HN.normalize(x, 0, ctx.eps)
+    B = x.shape[0]
+    return (gamma * inv_std / B) * (B * g - x_hat * (g * x_hat).sum(0)), (g * x_hat).sum(0), g.sum(0), None
+
+
+def _bn_no_xhat_term(ctx, g):
+    """∂L/∂x = (γσ⁻¹/B)(B g − Σg): the x̂ Σ(g x̂) term (the path through σ²) dropped."""
+    x, gamma = ctx.saved_tensors
+    x_hat, inv_std = HN.normalize(x, 0, ctx.eps)
+    B = x.shape[0]
+    return (gamma * inv_std / B) * (B * g - g.sum(0)), (g * x_hat).sum(0), g.sum(0), None
+
+
+def _unbiased_normalize(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    var, mean = torch.var_mean(x, 0, correction=1, keepdim=True)  # the bug: ÷ (B − 1), torch.var's default
+    inv_std = torch.rsqrt(var + eps)
+    return (x - mean) * inv_std, inv_std
+
+
+def _bn_unbiased_forward(x, gamma, beta, eps):
+    return torch.addcmul(beta, _unbiased_normalize(x, eps)[0], gamma)
+
+
+def _bn_unbiased_backward(ctx, g):
+    """The exact derivative of the unbiased-variance forward: a consistent bug only the reference sees."""
+    x, gamma = ctx.saved_tensors
+    x_hat, inv_std = _unbiased_normalize(x, ctx.eps)
+    B, g_hat = x.shape[0], g * gamma
+    dx = inv_std * (g_hat - g_hat.mean(0) - x_hat * (g_hat * x_hat).sum(0) / (B - 1))
+    return dx, (g * x_hat).sum(0), g.sum(0), None
+
+
+def _bn_eval_with_batch_stats(x, gamma, beta, running_mean, running_var, eps):
+    return HN.BatchNorm.forward(x, gamma, beta, eps)  # the bug: the batch's μ, σ² in evaluation mode
+
+
+def _bn_eval_with_batch_stats_backward(ctx, g):
+    x, gamma, _, _ = ctx.saved_tensors
+    return (*HN.batch_norm_backward(g, x, gamma, ctx.eps), None, None, None)
+
+
+def _ln_gamma_outside(ctx, g):
+    """Batch norm's closed form copied over the features: (γσ⁻¹/F)(F g − Σ_j g − x̂ Σ_j g x̂), γ outside the sums."""
+    x, gamma = ctx.saved_tensors
+    x_hat, inv_std = HN.normalize(x, 1, ctx.eps)
+    n = x.shape[1]
+    dx = (gamma * inv_std / n) * (n * g - g.sum(1, keepdim=True) - x_hat * (g * x_hat).sum(1, keepdim=True))
+    return dx, (g * x_hat).sum(0), g.sum(0), None
+
+
+def _with(base: type, name: str, **methods: Callable) -> type:
+    """A subclass of ``base`` with some of its static methods replaced (the bug)."""
+    return type(name, (base,), {k: staticmethod(f) for k, f in methods.items()})
+
+
 def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
     """``(bug, piece, run)``: each planted bug, the piece it goes into, and the checks of that piece on it."""
     by_name = {s.name: s for s in SPECS}
@@ -154,6 +214,18 @@ def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
          fn(ff["tanh"], _wrap(FF.FeedForward, "UntransposedFeedForward", feed_forward_transpose))),
         ("missing ½ (every gradient doubled)", "FeedForward (relu, workspace)",
          fn(wsp["relu"], _wrap(FF.FeedForward, "DoubledFeedForward", times2))),
+        ("dropped mean term (−Σg/B, the path through μ)", "BatchNorm (train mode)",
+         fn(by_name["BatchNorm (train mode)"], _with(HN.BatchNorm, "NoMeanBatchNorm", backward=_bn_no_mean_term))),
+        ("dropped Σ(g·x̂) term (x̂ Σ(g x̂)/B, the path through σ²)", "BatchNorm (train mode)",
+         fn(by_name["BatchNorm (train mode)"], _with(HN.BatchNorm, "NoXhatBatchNorm", backward=_bn_no_xhat_term))),
+        ("unbiased variance (÷ (B−1)) in the normalization, backward consistent with it", "BatchNorm (train mode)",
+         fn(by_name["BatchNorm (train mode)"], _with(HN.BatchNorm, "UnbiasedBatchNorm", forward=_bn_unbiased_forward,
+                                                     backward=_bn_unbiased_backward))),
+        ("batch statistics in evaluation mode", "BatchNorm (eval mode)",
+         fn(by_name["BatchNorm (eval mode)"], _with(HN.BatchNormEval, "BatchStatsEvalBatchNorm", forward=_bn_eval_with_batch_stats,
+                                                    backward=_bn_eval_with_batch_stats_backward))),
+        ("γ outside the sums over the features (batch norm's closed form copied)", "LayerNorm",
+         fn(by_name["LayerNorm"], _with(HN.LayerNorm, "GammaOutsideLayerNorm", backward=_ln_gamma_outside))),
         ("flipped sign (θ ← θ + η g)", "GD", lambda: check_optimizer("GD", _SumGD)),
         ("no bias correction", "Adam", lambda: check_optimizer("Adam", _NoBiasCorrectionAdam)),
         ("max-norm over columns (outgoing weights), not rows", "GD + max-norm",

@@ -48,6 +48,7 @@ from torch.autograd.gradcheck import GradcheckError
 from ..hand import functional as HF
 from ..hand import fused as FF
 from ..hand import losses as HL
+from ..hand import norm as HN
 from ..hand import optim as HO
 from ..hand.nets import FeedForwardNet, SequentialNet
 
@@ -300,6 +301,9 @@ class FunctionSpec:
     twice: bool = True
     #: ``cls → function`` for gradcheck where it must differ from :meth:`fn` (FeedForward's workspace)
     gradcheck_call: Optional[Callable[[type], Callable[..., Tensor]]] = None
+    #: ``(fn, reference, float64 inputs) → hint`` for a failing row where the generic ratio hints say
+    #: little (the normalizations: which term of the derivation is off); "" leaves the generic ones
+    hint: Optional[Callable[[Callable[..., Tensor], Callable[..., Tensor], list[Tensor]], str]] = None
 
     def fn(self, cls: Optional[type] = None) -> Callable[..., Tensor]:
         cls = cls or self.cls
@@ -345,6 +349,11 @@ def check_function(spec: FunctionSpec, cls: Optional[type] = None) -> Row:
         row.cells[key] = _compare(fn, spec.reference, xs, dtype, sizes, tol=EXTREME_TOL if key == "extreme" else None)
     row.cells["kink"] = _compare(fn, spec.reference, spec.kink(), torch.float64, sizes, exact=True) if spec.kink else NA
     row.cells["lockstep"] = NA
+    if spec.hint is not None and not row.passed:
+        hint = spec.hint(fn, spec.reference, x64)
+        for cell in row.cells.values():
+            if cell.ok is False and hint:
+                cell.hint = hint
     row.seconds = time.perf_counter() - start
     return row
 
@@ -501,7 +510,102 @@ def _specs() -> list[FunctionSpec]:
     ]  # fmt: skip
 
 
-SPECS = _specs()
+# ------------------------------------------------- batch norm and layer norm (src/hand/norm.py)
+NORM_EPS = 1e-5  # F.batch_norm's and F.layer_norm's default
+
+
+def _norm_inputs(gen: torch.Generator, running: bool = False, x_scale: Any = 1.0, x_shift: Any = 0.0) -> list[Tensor]:
+    """``x (B, 5)``, ``γ`` in [0.5, 1.5) (away from 0), ``β``; with ``running``, a running mean and variance (constants)."""
+    x = (torch.randn(B, 5, generator=gen, dtype=torch.float64) * x_scale + x_shift).requires_grad_(True)
+    gamma = (torch.rand(5, generator=gen, dtype=torch.float64) + 0.5).requires_grad_(True)
+    xs = [x, gamma, _n(gen, 5)]
+    if running:
+        xs += [torch.randn(5, generator=gen, dtype=torch.float64), torch.rand(5, generator=gen, dtype=torch.float64) + 0.5]
+    return xs
+
+
+#: extreme x: per feature, scales from 1e-3 (variance below ε) to 1e4 and offsets up to 1e4
+_NORM_SCALE = torch.tensor([1e4, 1e-3, 3.0, 1e2, 1.0], dtype=torch.float64)
+_NORM_SHIFT = torch.tensor([1e4, 5.0, -1e3, 0.0, 1e4], dtype=torch.float64)
+
+
+def _norm_hint(dim: int, train: bool = True) -> Callable[[Callable[..., Tensor], Callable[..., Tensor], list[Tensor]], str]:
+    """What a failing normalization's numbers say, term by term of its derivation (``docs/batchnorm.md``).
+
+    ``dim``: the dim the statistics run over (0: batch norm, each feature over the batch; 1: layer
+    norm, each row over its features).  Looks at the value first, then at ``∂L/∂x − reference``.
+    """
+    along = "every row of a feature (column)" if dim == 0 else "every feature of a row"
+
+    def hint(fn: Callable[..., Tensor], reference: Callable[..., Tensor], xs: list[Tensor]) -> str:
+        x, gamma, beta = xs[:3]
+        n = x.shape[dim]
+        v = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=x.dtype)
+        try:
+            ours, ref = _values_and_grads(fn, xs, v), _values_and_grads(reference, xs, v)
+        except Exception:  # noqa: BLE001  the generic hints have said what went wrong
+            return ""
+        (y, dx), (y_ref, dx_ref) = ours[:2], ref[:2]
+        close = lambda a, b: float((a - b).abs().max()) <= 1e-8 * max(float(b.abs().max()), 1e-300)  # noqa: E731
+        if not close(y, y_ref):
+            if not train:
+                with torch.no_grad():
+                    y_batch = F.batch_norm(x, None, None, gamma, beta, training=True, eps=NORM_EPS)
+                if close(y, y_batch):
+                    return "evaluation mode normalized with the batch's statistics; it uses the running mean and variance"
+            a, b = (y - beta).detach().flatten(), (y_ref - beta).detach().flatten()
+            r = float(a @ b) / max(float(b @ b), 1e-300)
+            unbiased = math.sqrt((n - 1) / n)
+            if abs(r - unbiased) < 0.02 * unbiased and float((a - r * b).norm()) <= 1e-3 * float(a.norm()):
+                return (f"x̂ is {r:.3g} ≈ √((N−1)/N) of the reference's (N = {n}): the unbiased variance (÷ (N−1)) "
+                        "in the normalization, where the biased one (÷ N) belongs")  # fmt: skip
+            return ""
+        if dx is None or dx_ref is None or dx.shape != dx_ref.shape:
+            return ""
+        d = (dx - dx_ref).detach()
+        size = float(d.abs().max())
+        if size <= 1e-8 * float(dx_ref.abs().max()):
+            return ""
+        if float((d - d.mean(dim, keepdim=True)).abs().max()) <= 1e-6 * size:
+            return (f"∂L/∂x is off by the same amount in {along}: the mean term −(1/N) Σ ĝ "
+                    "(the path through μ) is missing or wrong")  # fmt: skip
+        x_hat = HN.normalize(x.detach(), dim, NORM_EPS)[0]
+        c = (d * x_hat).sum(dim, keepdim=True) / (x_hat * x_hat).sum(dim, keepdim=True)
+        if float((d - c * x_hat).abs().max()) <= 1e-6 * size:
+            return (f"∂L/∂x is off by a multiple of x̂ in {along}: the term −(1/N) x̂ Σ(ĝ·x̂) "
+                    "(the path through σ²) is missing or wrong")  # fmt: skip
+        if dim == 1:  # the error gone when γ is one number: γ was taken out of sums over the features
+            flat = [x, gamma.detach().mean().expand_as(gamma).clone().requires_grad_(True), *xs[2:]]
+            if close(_values_and_grads(fn, flat, v)[1], _values_and_grads(reference, flat, v)[1]):
+                return ("∂L/∂x is right when γ is the same for every feature: γ varies along the sums of layer norm "
+                        "and must stay inside them (ĝ = γ·g, not γ outside as in batch norm)")  # fmt: skip
+        return ""
+
+    return hint
+
+
+def _norm_specs() -> list[FunctionSpec]:
+    eps = NORM_EPS
+    return [
+        FunctionSpec("BatchNorm (train mode)", HN.BatchNorm, lambda cls, x, g, b: cls.apply(x, g, b, eps),
+                     lambda x, g, b: F.batch_norm(x, None, None, g, b, training=True, eps=eps),
+                     lambda gen: _norm_inputs(gen),
+                     extreme=lambda gen: _norm_inputs(gen, x_scale=_NORM_SCALE, x_shift=_NORM_SHIFT),
+                     hint=_norm_hint(0)),
+        FunctionSpec("BatchNorm (eval mode)", HN.BatchNormEval, lambda cls, x, g, b, m, v: cls.apply(x, g, b, m, v, eps),
+                     lambda x, g, b, m, v: F.batch_norm(x, m, v, g, b, training=False, eps=eps),
+                     lambda gen: _norm_inputs(gen, running=True),
+                     extreme=lambda gen: _norm_inputs(gen, running=True, x_scale=_NORM_SCALE, x_shift=_NORM_SHIFT),
+                     hint=_norm_hint(0, train=False)),
+        FunctionSpec("LayerNorm", HN.LayerNorm, lambda cls, x, g, b: cls.apply(x, g, b, eps),
+                     lambda x, g, b: F.layer_norm(x, (x.shape[1],), g, b, eps=eps),
+                     lambda gen: _norm_inputs(gen),
+                     extreme=lambda gen: _norm_inputs(gen, x_scale=_NORM_SCALE, x_shift=_NORM_SHIFT),
+                     hint=_norm_hint(1)),
+    ]  # fmt: skip
+
+
+SPECS = [*_specs(), *_norm_specs()]
 
 
 # ---------------------------------------------------------------- optimizers
