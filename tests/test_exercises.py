@@ -89,6 +89,20 @@ WRONG = [
         p.addcdiv_(m / (1 - beta1**t), (v / (1 - beta2**t)).sqrt() + eps, value=-lr)
     """, "likely: the state is not kept"),
     ("adam", RIGHT["adam"].replace("value=-lr", "value=lr"), "likely: a flipped sign"),
+    # beyond the named mistakes: what the numbers say, and where
+    ("sigmoid", "return y * (1 - y)", "likely: the upstream gradient `grad` (backward's argument) is not multiplied in"),
+    ("softmax_cross_entropy", "e = logits.exp()\ngrad_logits = (e / e.sum() - target) * grad / logits.shape[0]",
+     "likely: softmax over the whole batch, not each row"),
+    ("backprop", RIGHT["backprop"].replace("delta = g.derivative(delta.mm(weights[l - 1]), tape.h[l - 2])",
+                                           "delta = delta.mm(weights[l - 1]) * tape.h[l - 2] * (1 - tape.h[l - 2])"),
+     "with sigmoid every gradient was right, with tanh not"),  # sigmoid's formula written out: right for sigmoid only
+    ("backprop", RIGHT["backprop"].replace("tape.h[l - 2])", "tape.h[l - 2]) * (2 if l == 3 else 1)"),
+     "∂L/∂W_2  FAIL: 12 of 12 elements differ; at (0, 0)"),
+    ("backprop", RIGHT["backprop"].replace("tape.h[l - 2])", "tape.h[l - 2]) * (2 if l == 3 else 1)"),
+     "ratio ≈ 2: a missing ½ (or a factor 2 too many). Where: the layers above are right, so the error enters in δ_2"),
+    ("adam", "p = p - lr * m / (v.sqrt() + eps)", "FAIL: step() leaves the parameters as they were"),
+    ("adam", RIGHT["adam"].replace("addcmul_(g, g, value=1 - beta2)", "add_(g, alpha=1 - beta2)"),
+     "likely: not finite: a square root of a negative number"),
 ]
 
 

@@ -165,10 +165,22 @@ def _matches(ours: Tensor, ref: Tensor) -> bool:
     return _close(ours, ref, rtol=TOL[torch.float64][0])
 
 
+def _ratio(got: Tensor, ref: Tensor, sizes: Sequence[int]) -> str:
+    """:func:`compare_hint` (a clean ratio: a missing 1/B, a flipped sign, ½), with a readable index where there is none."""
+    hint = compare_hint(got, ref, sizes)
+    if hint.startswith("not a constant factor") and got.shape == ref.shape and got.dim():
+        flat = int((got - ref).abs().flatten().nan_to_num(math.inf).argmax())
+        where = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), got.shape))
+        return ("not a constant multiple of the right values (so not a missing factor or a sign): the formula itself "
+                f"differs; the largest difference is at {where if len(where) > 1 else f'({where[0]},)'}")  # fmt: skip
+    return hint
+
+
 def _shape_problem(got: Any, expected: tuple[int, ...], batch: int, name: str) -> str:
     """What a wrong gradient shape suggests."""
+    of = name.split("∂")[-1]  # "∂L/∂W_2" → "W_2"
     if not isinstance(got, Tensor):
-        return f"{name} must be a tensor of {name[3:]}'s shape {expected}"
+        return f"{name} must be a tensor of {of}'s shape {expected}"
     g = tuple(got.shape)
     if g == expected[::-1] and len(g) == 2:
         return ("transposed: (A B)ᵀ = Bᵀ Aᵀ, so the factors of this product are in the wrong order or one transpose is "
@@ -180,7 +192,7 @@ def _shape_problem(got: Any, expected: tuple[int, ...], batch: int, name: str) -
         return "summed over the wrong dimension: over the features (dim 1); the sum runs over the batch (dim 0)"
     if g == () and expected != ():
         return "a scalar: summed over every dimension; keep the ones of the input's shape"
-    return f"wrong shape: the gradient of {name[3:]} has {name[3:]}'s shape"
+    return f"wrong shape: the gradient of {of} has {of}'s shape"
 
 
 def _shape_table(lines: list[str], rows: Sequence[tuple[str, Any, Tensor]], batch: int) -> list[str]:
@@ -336,7 +348,7 @@ class FunctionExercise(Exercise):
         lines = [f"shapes (B = {batch}):"]
         shape_bad = _shape_table(lines, [(names[i], res[i], ref) for i, ref in zip(want, ours_ref)], batch)
         if shape_bad:
-            raise _Stop(Outcome(lines, False, f"FAIL: the shape of {', '.join(shape_bad)} is wrong",
+            raise _Stop(Outcome(lines, False, f"FAIL: {', '.join(shape_bad)}: not the shape of {' and '.join(n.split('∂')[-1] for n in shape_bad)}",
                                 f"fix {' and '.join(shape_bad)} in {ctx.where}; {_shapes_note(ctx)}run this command again"))  # fmt: skip
         agree = max(float((a - b).abs().max()) for a, b in zip(ours_ref, torch_ref))
         lines.append(f"values (float64, against the project's {spec.cls.__name__}; it and PyTorch's agree to {agree:.0e}):")
@@ -369,8 +381,8 @@ class FunctionExercise(Exercise):
                 plain = torch.autograd.grad(spec.call(spec.cls, *xs), diff, torch.ones_like(grad))
             k = [j for j, x in enumerate(xs) if isinstance(x, Tensor) and x.requires_grad].index(i)
             if _close(got, plain[k]):
-                return "the upstream gradient `grad` is not multiplied in: the chain rule's ∂L/∂y (an argument of backward)"
-        return compare_hint(got, ref, _sizes(list(xs)))
+                return "the upstream gradient `grad` (backward's argument) is not multiplied in: the chain rule multiplies by it"
+        return _ratio(got, ref, _sizes(list(xs)))
 
 
 # ---------------------------------------------------------- backprop
@@ -463,24 +475,29 @@ class BackpropExercise(Exercise):
                 lines.append(f"shapes (a {net} net, B = {B}, {activation}):")
                 bad = _shape_table(lines, [(n, t, r) for (n, t), (_, r) in zip(got, ref)], B)
                 if bad:
-                    raise _Stop(Outcome(lines, False, f"FAIL: the shape of {', '.join(bad)} is wrong",
+                    raise _Stop(Outcome(lines, False, f"FAIL: {', '.join(bad)}: not the shape of {' and '.join(n.split('∂')[-1] for n in bad)}",
                                         f"fix {bad[0]} first, in {ctx.where}; {_shapes_note(ctx)}run this command again"))  # fmt: skip
             else:
                 for (n, t), (_, exp) in zip(got, expected):
                     if not (isinstance(t, Tensor) and tuple(t.shape) == exp):
                         raise _Stop(Outcome(lines, False, f"FAIL: with {activation}, {n} has shape {_shape(t)}, expected {exp}",
                                             f"use `g` (the activation's Function), not one activation's formula; fix {ctx.where}"))  # fmt: skip
+            right = [_matches(t.detach(), r) for (_, t), (_, r) in zip(got, ref)]
+            if all(right) and activation != self.activations[0]:
+                lines.append(f"values ({activation}): all {len(right)} ok")
+                continue
             lines.append(f"values ({activation}, float64, top layer first, against src/hand/backprop.py's backward_pass):")
             first_bad = None
-            for (n, t), (_, r) in zip(got, ref):
-                if _matches(t.detach(), r):
+            for (n, t), (_, r), ok in zip(got, ref, right):
+                if ok:
                     lines.append(f"  {n.ljust(width)}  ok")
                     continue
                 rtol, atol = TOL[torch.float64]
                 lines.append(f"  {n.ljust(width)}  FAIL: {_differing(t.detach(), r, rtol, atol)}")
-                first_bad = first_bad or n
+                if first_bad is None:
+                    first_bad = n
+                    lines.append(f"    ↳ likely: {self._diagnose(got, ref, n, delta, weights, tape, activation)}")
             if first_bad:
-                lines.append(f"    ↳ likely: {self._diagnose(fn, res, got, ref, first_bad, delta, weights, tape, activation)}")
                 raise _Stop(Outcome(lines, False, f"FAIL: the first wrong gradient is {first_bad} ({activation})",
                                     f"fix it in {ctx.where} (the ↳ line says where the error enters); run this command again"))  # fmt: skip
         rows = []
@@ -493,25 +510,28 @@ class BackpropExercise(Exercise):
         _project_checks(lines, rows, "the whole net, your recursion against nn.Sequential's autograd")
         return lines
 
-    def _diagnose(self, fn, res, got, ref, first_bad, delta, weights, tape, activation) -> str:
+    def _diagnose(self, got, ref, first_bad, delta, weights, tape, activation) -> str:
         for m in self.mistakes:
             wrong = _gradients_as_list(m.compute(delta, weights, tape, activation), len(weights))
             if all(_close(t, w) for (_, t), (_, w) in zip(got, wrong)):
                 return f"{m.name}: {m.fix}"
+        if activation != self.activations[0]:
+            return (f"with {self.activations[0]} every gradient was right, with {activation} not: g' must be the "
+                    "activation's own, g.derivative(grad, h), not one activation's formula written out")  # fmt: skip
         i = [n for n, _ in got].index(first_bad)
-        hint = compare_hint(got[i][1].detach(), ref[i][1], (B,))
-        top = f"∂L/∂W_{len(weights)}"
+        hint = _ratio(got[i][1].detach(), ref[i][1], (B,))
+        L = len(weights)
         if first_bad.startswith("∂L/∂b"):
-            where = f"{first_bad} = Σ_batch δ (its ∂L/∂W above is right)"
-        elif first_bad == top:
-            where = f"{top} = δ_Lᵀ d_(L−1), at the top, where δ_L is given: the product itself"
+            where = f"{first_bad} = Σ_batch δ (the ∂L/∂W beside it is right)"
+        elif first_bad == f"∂L/∂W_{L}":
+            where = f"∂L/∂W_{L} = δ_{L}ᵀ d_{L - 1}, at the top, where δ_{L} is given: the product itself"
         elif first_bad == "∂L/∂x":
-            where = "∂L/∂x = δ_1 W_1, after the loop (every ∂L/∂W is right)"
+            where = "∂L/∂x = δ_1 W_1, after the loop (every ∂L/∂W and ∂L/∂b is right)"
         else:
             l = int(first_bad.split("_")[1])
-            where = (f"the layers above are right, so the error enters in δ_{l} = (δ_{l + 1} W_{l + 1}) ⊙ g'(z_{l}): "
-                     f"g' is read from h_{l} = tape.h[{l - 1}]")  # fmt: skip
-        return f"{hint}; look at {where}"
+            where = (f"the layers above are right, so the error enters in δ_{l} = (δ_{l + 1} W_{l + 1}) ⊙ g'(z_{l}), "
+                     f"g' read from h_{l} = tape.h[{l - 1}]")  # fmt: skip
+        return f"{hint}. Where: {where}"
 
 
 # ------------------------------------------------------------ Adam
@@ -592,11 +612,10 @@ class OptimizerExercise(Exercise):
                 if all(_close(p.detach(), w) for p, w in zip(params, wrong[t - 1])):
                     learner_run = f"{m.name}: {m.fix}"
                     break
-            if learner_run is None:
-                step_ours, step_ref = ours - before[i], want - before[i]
-                learner_run = ("not finite: a square root of a negative number or a division by zero (1 − βᵗ with t = 0?)"
-                               if not torch.isfinite(ours).all() else compare_hint(step_ours, step_ref, ()))  # fmt: skip
-                learner_run = ("the step compared with the right one: " + learner_run
+            if learner_run is None and not torch.isfinite(ours).all():
+                learner_run = "not finite: a square root of a negative number (v sums g², never negative) or a division by zero (1 − βᵗ with t = 0?)"
+            elif learner_run is None:
+                learner_run = ("your step against the right one: " + _ratio(ours - before[i], want - before[i], ())
                                + ("" if t == 1 else f"; steps 1–{t - 1} were right: look at what carries over between steps"))  # fmt: skip
             lines.append(f"    ↳ likely: {learner_run}")
             raise _Stop(Outcome(lines, False, f"FAIL: step {t} of {names[i]} is wrong",
