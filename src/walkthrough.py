@@ -179,8 +179,8 @@ class WalkthroughError(Exception):
 
 
 def _option_names(message: str) -> str:
-    """The data module names its options as ``src.train`` spells them; here they are ``--batch``, ``--val_size``."""
-    for theirs, ours in (("--data.batch_size", "--batch"), ("--data.val_size", "--val_size"), ("--data.data_dir", "--data_dir")):  # fmt: skip
+    """The data module names its options as ``src.train`` spells them; here they are ``--val_size``, ``--data_dir``."""
+    for theirs, ours in (("--data.val_size", "--val_size"), ("--data.data_dir", "--data_dir")):
         message = message.replace(theirs, ours)
     return message
 
@@ -193,19 +193,27 @@ def load_batch(sizes: Sequence[int], batch: int, seed: int, data_dir: str = "dat
     outputs the class is the digit modulo ``K``.
     """
     from .data.mnist import MNISTDataModule  # Lightning's import: only when data is read
-    from .errors import ConfigError, DataError
+    from .errors import ConfigError, DataError, one_line
 
     try:
         dm = MNISTDataModule(data_dir=data_dir, batch_size=batch, val_size=val_size, seed=seed)
-        dm.setup("fit")  # the split, the standardization, the check of the batch size
+        dm.setup()  # the split and the standardization, as training's
     except DataError as err:
-        raise WalkthroughError(_option_names(str(err)), 1) from err
+        raise WalkthroughError(_option_names(one_line(err)), 1) from err
     except (ConfigError, ValueError) as err:
-        raise WalkthroughError(_option_names(str(err)), 2) from err
+        raise WalkthroughError(_option_names(one_line(err)), 2) from err
+    n_train = len(dm.splits["train"][1])
+    if batch > n_train:
+        raise WalkthroughError(
+            f"--batch {batch}: larger than the {n_train} training pictures ({n_train + val_size} of MNIST minus "
+            f"--val_size {val_size}); give at most {n_train}",
+            2,
+        )
     x, _, digits = next(iter(dm.train_dataloader()))  # epoch 0's first batch, as training's first step
     n0, K = sizes[0], sizes[-1]
     k = math.isqrt(n0)
-    about = f"{len(digits)} MNIST training pictures (the first batch of `python -m src.train fit --seed_everything {seed}`), standardized"
+    command = f"python -m src.train fit --seed_everything {seed}" + (f" --data.batch_size {batch}" if batch != 64 else "")
+    about = f"{len(digits)} MNIST training pictures (the first batch of `{command}`), standardized"
     if k != SIDE:
         x = F.adaptive_avg_pool2d(x.reshape(-1, 1, SIDE, SIDE), k).reshape(len(x), n0)
         about += f", average-pooled from 28×28 to {k}×{k} = {n0} inputs"
@@ -453,9 +461,11 @@ def format_step(step: Step, lr: float) -> str:
     wrong = step.wrong()
     out.append("")
     if wrong:
-        names = ", ".join(f"{w.name} ({w.section})" for w in wrong)
+        groups = {}
+        for w in wrong:
+            groups.setdefault(w.section, []).append(w.name)
         first = next((w for w in wrong if w.section == "backward"), wrong[0])
-        out.append(f"{len(wrong)} lines WRONG: {names}")
+        out.append(f"{len(wrong)} lines WRONG: " + "; ".join(f"{sec} {', '.join(names)}" for sec, names in groups.items()))
         out.append(
             f"the first WRONG line of the backward pass is {first.name}, computed by {first.code}: the lines after it "
             "inherit its error, so look there first"

@@ -242,7 +242,7 @@ def test_default_graph_is_the_one_pasted_in_the_doc():
         (["--graph", "step.png"], "--graph step.png"),
         (["--graph", "no/such/folder/step.md"], "--graph no/such/folder/step.md"),
         (["--graph", "data"], "--graph data"),
-        (["--batch", "501", *FAKE], "--batch=501"),  # more than the 500 training pictures: known once read
+        (["--batch", "501", *FAKE], "--batch 501"),  # more than the 500 training pictures: known once read
         (["--val_size", "600"], "--val_size=600"),
         (["--colour"], "--colour"),
     ],
