@@ -42,7 +42,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -135,10 +135,11 @@ class Line:
     verdict: Optional[Verdict] = None
     note: str = ""  # a number worth reading: "max|·| 3.1e-01", "= 2.3026"
     code: str = ""  # where our side computes it (named in the hint under the first WRONG line)
+    shown_shape: Optional[str] = None  # instead of the value's (a line without a tensor)
 
     @property
     def shape(self) -> str:
-        return shape_text(self.value.shape)
+        return self.shown_shape if self.shown_shape is not None else shape_text(self.value.shape)
 
 
 @dataclass
@@ -269,15 +270,23 @@ class _recording:
 
 
 def _ours(x: Tensor, t: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str):
-    """Our forward and backward: ``(logits, loss, δ_L, Gradients, record)`` from the project's code."""
+    """Our forward and backward: ``(logits, loss, δ_L, Gradients, record, failure)`` from the project's code.
+
+    ``backward_pass`` raising (a product of the wrong shapes, the classic ``δ Wᵀ``) gives ``Gradients``
+    ``None`` and ``failure`` the error in one line; what it recorded before that is kept.
+    """
     with _recording(activation) as (recorded, record):
         logits, tape = backprop.forward_pass(x, weights, biases, recorded)
         z = logits.detach().requires_grad_()  # the loss's backward alone: its one node
         loss = CrossEntropyLoss().from_logits(z, t)  # the fused SoftmaxCrossEntropy, as training calls it
         loss.backward()
         delta = z.grad  # δ_L = (ŷ − t)/B, from SoftmaxCrossEntropy.backward
-        grads = backprop.backward_pass(delta, weights, tape, recorded)
-    return logits, loss.detach(), delta, grads, record
+        grads, failure = None, ""
+        try:
+            grads = backprop.backward_pass(delta, weights, tape, recorded)
+        except Exception as err:  # noqa: BLE001 (a planted bug may raise anything: it becomes a WRONG line)
+            failure = " ".join(f"{type(err).__name__}: {err}".split())
+    return logits, loss.detach(), delta, grads, record, failure
 
 
 def _autograd(twin: SequentialNet, x: Tensor, labels: Tensor):
@@ -308,105 +317,110 @@ def walk(
     """One GD step of the ``sizes`` net on ``batch``, every tensor of ours beside autograd's (see the module docstring)."""
     n0, hidden, K = sizes[0], list(sizes[1:-1]), sizes[-1]
     L = len(sizes) - 1
-    ours_net = FeedForwardNet(n0, hidden, K, activation, "softmax", "glorot", seed=seed)
+    layers = FeedForwardNet(n0, hidden, K, activation, "softmax", "glorot", seed=seed).layers()
+    W = [w.detach().clone() for w, _ in layers]  # W_1 … W_L, (n_l, n_{l−1})
+    b = [bias.detach().clone() for _, bias in layers]  # b_1 … b_L, (n_l,)
     twin = SequentialNet(n0, hidden, K, activation, "softmax", "glorot", seed=seed)
-    W = [w.detach().clone() for w, _ in ours_net.layers()]
-    b = [bias.detach().clone() for _, bias in ours_net.layers()]
-    twin_layers = [m for m in twin.net if isinstance(m, nn.Linear)]
-    g, gp = _SYMBOL[activation], _PRIME[activation]
-    d = ["x", *(f"h{sub(l)}" for l in range(1, L))]  # d_{l−1}: each layer's input
-
+    twin_linear = [m for m in twin.net if isinstance(m, nn.Linear)]
     x, t, labels = batch.x, batch.t, batch.labels
-    logits, loss, delta_L, grads, record = _ours(x, t, W, b, activation)
-    zs, hs, y_hat, loss_ref, x_ref = _autograd(twin, x, labels)
-    if len(record.values) != L - 1 or len(record.derivatives) != L - 1:
-        raise RuntimeError(f"backprop called the activation {len(record.values)} / {len(record.derivatives)} times, not {L - 1}")
+
+    logits, loss, delta_L, grads, record, failure = _ours(x, t, W, b, activation)
+    zs, hs, y_hat, loss_ref, x_ref = _autograd(twin, x, labels)  # autograd's z_l, h_l (with .grad), ŷ, L, x
+    if len(record.values) != L - 1 or (grads is not None and len(record.derivatives) != L - 1):
+        raise RuntimeError(f"backprop called the activation {len(record.values)}, {len(record.derivatives)} times, not {L - 1}")
 
     largest = max(max(len(x) * n, n * m) for m, n in zip(sizes[:-1], sizes[1:]))
-    numbers = largest <= NUMBERS_UP_TO
-    size_text = "-".join(str(n) for n in sizes)
-    step = Step(
-        header=[
-            f"net       {size_text}: {activation} hidden layers, softmax output, glorot weights (seed {seed}), float32",
-            f"batch     {batch.about}",
-            f"          digits {_digits(batch.digits)}" + (f"  →  classes {_digits(labels)}" if K != 10 else ""),
-            "ours      src/hand/backprop.py forward_pass, backward_pass; δ from SoftmaxCrossEntropy.backward "
-            "(src/hand/losses.py); GD (src/hand/optim.py)",
-            "autograd  the nn.Sequential twin (SequentialNet, src/hand/nets.py) from the same weights; "
-            "F.cross_entropy; torch.optim.SGD",
-            f"verdict   exact: every bit equal · close: max|Δ| ≤ {CLOSE:.0e}·max|autograd| · WRONG: otherwise, or another shape",
-        ],
-        numbers=numbers,
-        loss_before=loss.item(),
-    )
-    add = step.lines.append
+    step = Step(header=_header(batch, sizes, activation, seed), numbers=largest <= NUMBERS_UP_TO, loss_before=loss.item())
+
+    def line(section, name, formula, ours, reference=None, code="", **kw) -> None:
+        verdict = None if reference is None else cmp(ours, reference.detach())
+        step.lines.append(Line(section, name, formula, ours, verdict, code=code, **kw))
+
+    g, g_prime, fn = _SYMBOL[activation], _PRIME[activation], _fn(activation)
+    d = ["x", *(f"h{sub(l)}" for l in range(1, L))]  # d_{l−1}: layer l's input
 
     # forward: x → z₁ → h₁ → … → z_L → ŷ → L
-    add(Line("forward", "x", "the batch", x))
-    add(Line("forward", "t", "one-hot targets", t))
+    line("forward", "x", "the batch", x)
+    line("forward", "t", "one-hot targets", t)
     for l in range(1, L + 1):
-        lin = twin_layers[l - 1]
-        add(Line("forward", f"W{sub(l)}", "glorot", W[l - 1], cmp(W[l - 1], lin.weight.detach())))
-        add(Line("forward", f"b{sub(l)}", "zeros (glorot)", b[l - 1], cmp(b[l - 1], lin.bias.detach())))
-        z_ours = record.values[l - 1][0] if l < L else logits
-        what = f"= {d[l - 1]} W{sub(l)}ᵀ + b{sub(l)}" + ("   the logits" if l == L else "")
-        add(Line("forward", f"z{sub(l)}", what, z_ours, cmp(z_ours, zs[l - 1].detach()), code="forward_pass"))
+        line("forward", f"W{sub(l)}", "glorot", W[l - 1], twin_linear[l - 1].weight)
+        line("forward", f"b{sub(l)}", "zeros (glorot)", b[l - 1], twin_linear[l - 1].bias)
+        z = record.values[l - 1][0] if l < L else logits
+        logits_note = "   the logits" if l == L else ""
+        line("forward", f"z{sub(l)}", f"= {d[l - 1]} W{sub(l)}ᵀ + b{sub(l)}{logits_note}", z, zs[l - 1], "forward_pass")
         if l < L:
-            h_ours = record.values[l - 1][1]
-            add(Line("forward", f"h{sub(l)}", f"= {g}(z{sub(l)})", h_ours, cmp(h_ours, hs[l - 1].detach()), code=f"{_fn(activation)}.value"))
-    y_ours = softmax(logits)
-    add(Line("forward", "ŷ", f"= softmax(z{sub(L)})", y_ours, cmp(y_ours, y_hat), code="Softmax.forward"))
-    add(Line("forward", "L", "= −(1/B) Σ t ⊙ log ŷ", loss, cmp(loss, loss_ref), note=f"= {loss.item():.4f}",
-             code="SoftmaxCrossEntropy.forward"))  # fmt: skip
+            line("forward", f"h{sub(l)}", f"= {g}(z{sub(l)})", record.values[l - 1][1], hs[l - 1], f"{fn}.value")
+    line("forward", "ŷ", f"= softmax(z{sub(L)})", softmax(logits), y_hat, "Softmax.forward")
+    line("forward", "L", "= −(1/B) Σ t ⊙ log ŷ", loss, loss_ref, "SoftmaxCrossEntropy.forward", note=f"= {loss.item():.4f}")
 
     # backward: δ_L, then per layer ∂W_l, ∂b_l, ∂L/∂h_{l−1}, δ_{l−1}; last ∂L/∂x
-    add(Line("backward", f"δ{sub(L)}", f"= ∂L/∂z{sub(L)} = (ŷ − t)/B", delta_L, cmp(delta_L, zs[-1].grad),
-             code="SoftmaxCrossEntropy.backward (src/hand/losses.py)"))  # fmt: skip
+    here = "(src/hand/backprop.py)"
+    line("backward", f"δ{sub(L)}", f"= ∂L/∂z{sub(L)} = (ŷ − t)/B", delta_L, zs[-1].grad,
+         "SoftmaxCrossEntropy.backward (src/hand/losses.py)")  # fmt: skip
     for l in range(L, 0, -1):
-        add(Line("backward", f"∂W{sub(l)}", f"= δ{sub(l)}ᵀ {d[l - 1]}", grads.W[l - 1], cmp(grads.W[l - 1], twin_layers[l - 1].weight.grad),
-                 code="backward_pass: dW (src/hand/backprop.py)"))  # fmt: skip
-        add(Line("backward", f"∂b{sub(l)}", f"= Σ_batch δ{sub(l)}", grads.b[l - 1], cmp(grads.b[l - 1], twin_layers[l - 1].bias.grad),
-                 code="backward_pass: db (src/hand/backprop.py)"))  # fmt: skip
-        if l > 1:
-            grad_h, delta = record.derivatives[L - l]
-            add(Line("backward", f"∂L/∂h{sub(l - 1)}", f"= δ{sub(l)} W{sub(l)}", grad_h, cmp(grad_h, hs[l - 2].grad),
-                     code="backward_pass: grad_d = δ_l W_l (src/hand/backprop.py)"))  # fmt: skip
-            add(Line("backward", f"δ{sub(l - 1)}", f"= ∂L/∂h{sub(l - 1)} ⊙ {gp.format(l=sub(l - 1))}", delta, cmp(delta, zs[l - 2].grad),
-                     code=f"{_fn(activation)}.derivative (src/hand/functional.py)"))  # fmt: skip
-    add(Line("backward", "∂L/∂x", "= δ₁ W₁", grads.x, cmp(grads.x, x_ref.grad), code="backward_pass: dx (src/hand/backprop.py)"))
+        if grads is not None:  # (None: backward_pass raised; the δ's it computed before that still print)
+            line("backward", f"∂W{sub(l)}", f"= δ{sub(l)}ᵀ {d[l - 1]}", grads.W[l - 1], twin_linear[l - 1].weight.grad,
+                 f"backward_pass: dW {here}")  # fmt: skip
+            line("backward", f"∂b{sub(l)}", f"= Σ_batch δ{sub(l)}", grads.b[l - 1], twin_linear[l - 1].bias.grad,
+                 f"backward_pass: db {here}")  # fmt: skip
+        if l > 1 and L - l < len(record.derivatives):
+            grad_h, delta = record.derivatives[L - l]  # what backward_pass handed g.derivative, and what it got back
+            line("backward", f"∂L/∂h{sub(l - 1)}", f"= δ{sub(l)} W{sub(l)}", grad_h, hs[l - 2].grad,
+                 f"backward_pass: grad_d = δ_l W_l {here}")  # fmt: skip
+            line("backward", f"δ{sub(l - 1)}", f"= ∂L/∂h{sub(l - 1)} ⊙ {g_prime.format(l=sub(l - 1))}", delta,
+                 zs[l - 2].grad, f"{fn}.derivative (src/hand/functional.py)")  # fmt: skip
+    if grads is None:
+        step.lines.append(Line("backward", "backward_pass", f"raised {failure}", torch.tensor(math.nan),
+                               Verdict("WRONG", "no gradients"), note="—", code=f"backward_pass {here}", shown_shape="—"))  # fmt: skip
+        return step  # nothing to update with
+    line("backward", "∂L/∂x", "= δ₁ W₁", grads.x, x_ref.grad, f"backward_pass: dx {here}")
 
     # the update: our GD on our gradients, torch.optim.SGD on autograd's
-    params = [nn.Parameter(p.clone()) for pair in zip(W, b) for p in pair]
+    before = [p for pair in zip(W, b) for p in pair]  # W_1, b_1, W_2, …
     ours_grads = [gr for pair in zip(grads.W, grads.b) for gr in pair]
+    params = [nn.Parameter(p.clone()) for p in before]
     for p, gr in zip(params, ours_grads):
-        p.grad = gr.detach().clone() if tuple(gr.shape) == tuple(p.shape) else None  # a wrong shape: not applied
+        p.grad = gr.clone() if gr.shape == p.shape else None  # a gradient of the wrong shape is not applied
     GD(params, lr=lr).step()
     torch.optim.SGD(twin.parameters(), lr=lr).step()
-    twin_params = [p for lin in twin_layers for p in (lin.weight, lin.bias)]
-    for i, (p, ref, before, gr) in enumerate(zip(params, twin_params, [p for pair in zip(W, b) for p in pair], ours_grads)):
-        l, kind = i // 2 + 1, "Wb"[i % 2]
-        name, new = f"{kind}{sub(l)}", p.detach()
+    twin_params = [p for lin in twin_linear for p in (lin.weight, lin.bias)]
+    for i, (p, old, gr, ref) in enumerate(zip(params, before, ours_grads, twin_params)):
+        kind, new = "Wb"[i % 2], p.detach()
+        name = f"{kind}{sub(i // 2 + 1)}"
         if p.grad is None:
-            add(Line("update", name, f"← {name} − η ∂{name}", new,
-                     Verdict("WRONG", f"not applied: ∂{name} is {shape_text(gr.shape)}, {name} is {shape_text(new.shape)}"),
-                     code="backward_pass (src/hand/backprop.py)"))  # fmt: skip
+            why = f"not applied: ∂{name} is {shape_text(gr.shape)}, {name} is {shape_text(new.shape)}"
+            step.lines.append(Line("update", name, f"← {name} − η ∂{name}", new, Verdict("WRONG", why),
+                                   code=f"backward_pass {here}"))  # fmt: skip
             continue
-        change = new - before
-        ratio = change.norm() / before.norm()
-        note = f"max|Δ{kind}| {change.abs().max().item():.1e}  " + (
-            f"‖Δ{kind}‖/‖{kind}‖ {ratio.item():.1e}" if before.norm() > 0 else f"‖{kind}‖ was 0"
-        )
-        add(Line("update", name, f"← {name} − η ∂{name}", new, cmp(new, ref.detach()), note=note, code="GD (src/hand/optim.py)"))
+        change = new - old
+        ratio = f"‖Δ{kind}‖/‖{kind}‖ {(change.norm() / old.norm()).item():.1e}" if old.norm() > 0 else f"‖{kind}‖ was 0"
+        note = f"max|Δ{kind}| {change.abs().max().item():.1e}  {ratio}"
+        line("update", name, f"← {name} − η ∂{name}", new, ref, "GD (src/hand/optim.py)", note=note)
 
-    new_W, new_b = [p.detach() for p in params[0::2]], [p.detach() for p in params[1::2]]
-    with torch.no_grad():
-        after = CrossEntropyLoss().from_logits(backprop.forward_pass(x, new_W, new_b, activation)[0], t)
+    with torch.no_grad():  # the loss on the same batch, after the step: ours and the twin's
+        after = CrossEntropyLoss().from_logits(backprop.forward_pass(x, params[0::2], params[1::2], activation)[0], t)
         after_ref = F.cross_entropy(twin.logits(x), labels)
     step.loss_after = after.item()
-    change = "lower" if step.loss_after < step.loss_before else "NOT lower: the step overshot, try a smaller --lr"
-    add(Line("update", "L", "after the step, same batch", after, cmp(after, after_ref),
-             note=f"= {step.loss_after:.4f} (was {step.loss_before:.4f}: {change})", code="the updated weights"))  # fmt: skip
+    verdict = "lower" if step.loss_after < step.loss_before else "NOT lower: the step overshot, try a smaller --lr"
+    line("update", "L", "after the step, same batch", after, after_ref, "the updated weights",
+         note=f"= {step.loss_after:.4f} (was {step.loss_before:.4f}: {verdict})")  # fmt: skip
     return step
+
+
+def _header(batch: Batch, sizes: Sequence[int], activation: str, seed: int) -> list[str]:
+    """What was run: the net, the batch, which code is ours and what it is checked against."""
+    classes = f"  →  classes {_digits(batch.labels)}" if sizes[-1] != 10 else ""
+    return [
+        f"net       {'-'.join(str(n) for n in sizes)}: {activation} hidden layers, softmax output, glorot weights "
+        f"(seed {seed}), float32",
+        f"batch     {batch.about}",
+        f"          digits {_digits(batch.digits)}{classes}",
+        "ours      src/hand/backprop.py forward_pass, backward_pass; δ from SoftmaxCrossEntropy.backward "
+        "(src/hand/losses.py); GD (src/hand/optim.py)",
+        "autograd  the nn.Sequential twin (SequentialNet, src/hand/nets.py) from the same weights; "
+        "F.cross_entropy; torch.optim.SGD",
+        f"verdict   exact: every bit equal · close: max|Δ| ≤ {CLOSE:.0e}·max|autograd| · WRONG: otherwise, or another shape",
+    ]
 
 
 def _fn(activation: str) -> str:
@@ -465,13 +479,16 @@ def format_step(step: Step, lr: float) -> str:
         for w in wrong:
             groups.setdefault(w.section, []).append(w.name)
         first = next((w for w in wrong if w.section == "backward"), wrong[0])
-        out.append(f"{len(wrong)} lines WRONG: " + "; ".join(f"{sec} {', '.join(names)}" for sec, names in groups.items()))
-        out.append(
-            f"the first WRONG line of the backward pass is {first.name}, computed by {first.code}: the lines after it "
-            "inherit its error, so look there first"
-            if first.section == "backward"
-            else f"the first WRONG line is {first.name}, computed by {first.code}"
-        )
+        lines_word = "line" if len(wrong) == 1 else "lines"
+        out.append(f"{len(wrong)} {lines_word} WRONG: " + "; ".join(f"{sec} {', '.join(names)}" for sec, names in groups.items()))
+        if first.name == "backward_pass":
+            out.append("backward_pass stopped with an error after the last line above it: look in src/hand/backprop.py "
+                       "for the product of the wrong shapes")  # fmt: skip
+        elif first.section == "backward":
+            out.append(f"the first WRONG line of the backward pass is {first.name}, computed by {first.code}: the "
+                       "lines after it inherit its error, so look there first")  # fmt: skip
+        else:
+            out.append(f"the first WRONG line is {first.name}, computed by {first.code}")
     else:
         checked = sum(line.verdict is not None for line in step.lines)
         out.append(

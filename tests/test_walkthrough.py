@@ -133,6 +133,21 @@ def test_planted_transposed_weight_gradient_shows_in_its_lines(fake_data, capsys
     assert "not applied: ∂W₁ is 784×500, W₁ is 500×784" in out
 
 
+def test_a_recursion_that_raises_is_a_wrong_line_not_a_traceback(fake_data, capsys, monkeypatch):
+    right = backprop.backward_pass
+
+    def delta_times_w_transposed(delta, weights, tape, activation):  # δ_l W_lᵀ: the product of the wrong shapes
+        return right(delta, [w.t() for w in weights], tape, activation)
+
+    monkeypatch.setattr(backprop, "backward_pass", delta_times_w_transposed)
+    status, out, err = run(FAKE, capsys)
+    assert status == 1 and err == ""
+    assert wrong(printed(out)) == set()  # δ₄ came before the error and is right; nothing else was computed
+    assert "backward_pass  raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (64x10 and 100x10)" in out
+    assert "1 line WRONG: backward backward_pass" in out and "update:" not in out
+    assert "backward_pass stopped with an error after the last line above it" in out
+
+
 def test_planted_loss_backward_bug_breaks_every_gradient(fake_data, capsys, monkeypatch):
     right = SoftmaxCrossEntropy.backward
 
