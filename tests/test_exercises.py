@@ -18,7 +18,7 @@ from src.hand import backprop as HB
 from src.hand import functional as HF
 from src.hand import losses as HL
 from src.hand import optim as HO
-from src.instruments.exercises import END, EXERCISES, START
+from src.instruments.exercises import END, EXERCISES, START, _adam_reference, _recursion, _trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
 STUBS = ROOT / "exercises"
@@ -101,6 +101,7 @@ WRONG = [
     ("backprop", RIGHT["backprop"].replace("tape.h[l - 2])", "tape.h[l - 2]) * (2 if l == 3 else 1)"),
      "ratio ≈ 2: a missing ½ (or a factor 2 too many). Where: the layers above are right, so the error enters in δ_2"),
     ("adam", "p = p - lr * m / (v.sqrt() + eps)", "FAIL: step() leaves the parameters as they were"),
+    ("sigmoid", "return grad.mul_(1 - y).mul_(y)", "FAIL: Sigmoid.backward wrote into grad"),
     ("adam", RIGHT["adam"].replace("addcmul_(g, g, value=1 - beta2)", "add_(g, alpha=1 - beta2)"),
      "likely: not finite: a square root of a negative number"),
 ]
@@ -258,3 +259,21 @@ def test_the_real_command(tmp_path):
     done = subprocess.run([sys.executable, "-m", "src.verify", "--exercise", str(path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0 and "\nPASS: Sigmoid in " in done.stdout and "--exercise tanh" in done.stdout
+
+
+def test_the_recognised_mistakes_are_computed_by_the_right_code_switched():
+    """The wrong answers are the right computation with one switch turned: off, it equals the project's."""
+    gen = torch.Generator().manual_seed(0)
+    params0 = [torch.randn(5, 4, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)]
+    grads = [[torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params0] for _ in range(3)]
+    kw = EXERCISES["adam"].kw
+    for ours, project in zip(_adam_reference(params0, grads, **kw), _trajectory(HO.Adam, params0, grads, kw)):
+        assert all(torch.allclose(a, b, rtol=1e-12, atol=0) for a, b in zip(ours, project))
+    x, weights, biases = torch.randn(6, 5, generator=gen, dtype=torch.float64), [], []
+    for n_in, n_out in ((5, 4), (4, 3)):
+        weights.append(torch.randn(n_out, n_in, generator=gen, dtype=torch.float64))
+        biases.append(torch.randn(n_out, generator=gen, dtype=torch.float64))
+    _, tape = HB.forward_pass(x, weights, biases, "tanh")
+    delta = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    ours, project = _recursion(delta, weights, tape, "tanh"), HB.backward_pass(delta, weights, tape, "tanh")
+    assert torch.equal(ours.x, project.x) and all(torch.equal(a, b) for a, b in zip(ours.W + ours.b, project.W + project.b))

@@ -45,7 +45,7 @@ from ..hand import backprop as HB
 from ..hand import functional as HF
 from ..hand import losses as HL
 from ..hand import optim as HO
-from .verification import (B, COLUMNS, NA, SIZES, SPECS, TOL, FunctionSpec, Row, _n, _net_params, _off_zero, _sizes,
+from .verification import (B, COLUMNS, SIZES, SPECS, TOL, FunctionSpec, Row, _n, _net_params, _off_zero, _sizes,
                            _torch_net, check_function, check_optimizer, compare_hint)  # fmt: skip
 
 __all__ = ["EXERCISES", "Exercise", "ExerciseInputError", "FunctionExercise", "Mistake", "Outcome",
@@ -110,7 +110,8 @@ class Exercise:
     def doc(self) -> str:
         return f"{DOCS}#{self.section}"
 
-    def check(self, obj: Any, ctx: "_Context") -> list[str]:  # pragma: no cover - each kind defines it
+    def check(self, obj: Any, ctx: "_Context") -> list[str]:
+        """The report's lines for the learner's ``obj``; :class:`_Stop` at the first stage that fails (each kind defines it)."""
         raise NotImplementedError
 
 
@@ -218,7 +219,7 @@ def _shape_table(lines: list[str], rows: Sequence[tuple[str, Any, Tensor]], batc
     return bad
 
 
-def _location(err: BaseException, path: Path) -> str:
+def _location(err: BaseException, path: Path) -> tuple[str, str]:
     """``file:line`` of the learner's code where ``err`` was raised (else the deepest frame), and the line."""
     if isinstance(err, SyntaxError) and err.filename:
         return f"{_shown(Path(err.filename))}:{err.lineno}", (err.text or "").strip()
@@ -331,9 +332,13 @@ class FunctionExercise(Exercise):
         gen = torch.Generator().manual_seed(5)
         # the upstream gradient: random, not ones, so a backward that forgets to multiply by it shows
         grad = (torch.randn(out.shape, generator=gen, dtype=out.dtype) if out.dim() else torch.tensor(0.7, dtype=out.dtype))
-        node = out.grad_fn
+        node, given = out.grad_fn, grad.clone()
         with torch.no_grad():  # as autograd's engine calls backward
-            res = _learner(ctx, cls.backward, node, grad)
+            res = _learner(ctx, cls.backward, node, given)
+        if not torch.equal(given, grad):  # autograd may hand the same tensor to other nodes
+            raise _Stop(Outcome([], False, f"FAIL: {self.symbol}.backward wrote into grad (an in-place op on it)",
+                                f"compute a new tensor (grad * …, not grad.mul_(…)): backward must never change its "
+                                f"argument; fix {ctx.where}"))  # fmt: skip
         res = res if isinstance(res, tuple) else (res,)
         if len(res) < len(xs):
             raise _Stop(Outcome([], False, f"FAIL: {self.symbol}.backward returns {len(res)} gradient(s); forward takes "
@@ -555,6 +560,18 @@ def _adam_reference(params0: Sequence[Tensor], grads: Sequence[Sequence[Tensor]]
     return out
 
 
+def _trajectory(cls: type, params0: Sequence[Tensor], grads: Sequence[Sequence[Tensor]], kw: dict) -> list[list[Tensor]]:
+    """The parameters after each step of the optimizer ``cls`` fed ``grads``."""
+    params = [p.clone().requires_grad_(True) for p in params0]
+    opt, out = cls(params, **kw), []
+    for gs in grads:
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        opt.step()
+        out.append([p.detach().clone() for p in params])
+    return out
+
+
 @dataclass(kw_only=True)
 class OptimizerExercise(Exercise):
     """A ``torch.optim.Optimizer`` whose update the learner writes (Adam).
@@ -565,6 +582,7 @@ class OptimizerExercise(Exercise):
     parameters after each step.
     """
 
+    project: type  # the project's optimizer: the reference
     verify_name: str  # the row of OPTIMIZER_SETTINGS to run
     kw: dict = field(default_factory=dict)
     steps: int = 4
@@ -580,10 +598,10 @@ class OptimizerExercise(Exercise):
         grads = [[torch.randn(p.shape, generator=gen, dtype=torch.float64) * s for p in params0] for s in scales]
         params = [p.clone().requires_grad_(True) for p in params0]
         opt = _learner(ctx, cls, params, **self.kw)
-        ref = _adam_reference(params0, grads, **self.kw)
+        ref = _trajectory(self.project, params0, grads, self.kw)
         names = ["W (5, 4)", "b (5,)"]
         lines = [f"{self.steps} steps on W (5, 4) and b (5,), float64, {', '.join(f'{k}={v}' for k, v in self.kw.items())}, "
-                 "against src/hand/optim.py's Adam:"]  # fmt: skip
+                 f"against the project's {self.project.__name__} (src/hand/optim.py):"]  # fmt: skip
         for t, gs in enumerate(grads, 1):
             before = [p.detach().clone() for p in params]
             for p, g in zip(params, gs):
@@ -763,7 +781,7 @@ EXERCISES: dict[str, Exercise] = {
             ),
         ),
         OptimizerExercise(
-            name="adam", symbol="Adam", section="adam", verify_name="Adam",
+            name="adam", symbol="Adam", section="adam", project=HO.Adam, verify_name="Adam",
             kw=dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-4),
             write="Adam.step's update: the moments m and v, their bias correction, the step on p (in place)",
             teaches="state kept between steps, and why Adam divides by 1 − βᵗ (bias correction) early on",
