@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .hand import backprop
+from .hand import functional as HF
 from .hand.functional import ACTIVATION_FUNCTIONS, HIDDEN_ACTIVATIONS, softmax
 from .hand.losses import CrossEntropyLoss
 from .hand.nets import FeedForwardNet, SequentialNet
@@ -56,7 +57,7 @@ from .hand.optim import GD
 
 __all__ = [
     "DEFAULT_SIZES", "Verdict", "Line", "Step", "Batch", "cmp", "load_batch", "walk", "format_step", "step_graph",
-    "main",
+    "graph_markdown", "main",
 ]  # fmt: skip
 
 #: the course report's net, ``src.train``'s default (configs/baseline.yaml)
@@ -511,8 +512,6 @@ def step_graph(sizes: Sequence[int] = DEFAULT_SIZES, activation: str = "sigmoid"
     its shape as measured; the parameters are leaves with their gradients; edges point forward.
     Shapes depend on ``sizes`` and ``batch`` only (the input is zeros), so the text is deterministic.
     """
-    from .hand import functional as HF
-
     n0, K, L = sizes[0], sizes[-1], len(sizes) - 1
     net = FeedForwardNet(n0, list(sizes[1:-1]), K, activation, "softmax", "glorot", seed=0, fused=False)
     x = torch.zeros(batch, n0)
@@ -660,7 +659,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     problem = _bad_option(args)
     if problem is None:
         try:  # the nets' own checks (a net too large for this machine's memory), before any data is read
-            FeedForwardNet(args.sizes[0], args.sizes[1:-1], args.sizes[-1], args.activation, seed=0, fused=False).cpu()
+            FeedForwardNet(args.sizes[0], args.sizes[1:-1], args.sizes[-1], args.activation, seed=0)
         except ValueError as err:
             problem = f"--sizes {' '.join(str(n) for n in args.sizes)}: {err}"
     if problem is not None:
@@ -680,9 +679,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .errors import OutputError
         from .system.runs import write_text_atomic
 
-        text = graph_markdown(sizes, args.activation, batch_size)
-        if args.graph.endswith(".mmd"):
-            text = step_graph(sizes, args.activation, batch_size)
+        mermaid_only = args.graph.endswith(".mmd")
+        text = (step_graph if mermaid_only else graph_markdown)(sizes, args.activation, batch_size)
         try:
             write_text_atomic(args.graph, text)
         except OutputError as err:
