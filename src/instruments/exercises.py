@@ -443,6 +443,14 @@ def _wrap_backward_pass(backward_pass: Callable, activation: str) -> type:
     return type(f"YourBackprop_{activation}", (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
+def _net_spec(backward_pass: Callable, activation: str) -> FunctionSpec:
+    """The small net of ``python -m src.verify``'s one-node rows, with the learner's ``backward_pass`` as its backward."""
+    return FunctionSpec(f"the net ({activation}) with your backward_pass", _wrap_backward_pass(backward_pass, activation),
+                        lambda c, x, *p: c.apply(x, *p), _torch_net(activation),
+                        lambda g: [_off_zero(g, B, SIZES[0]), *_net_params(g)],
+                        extreme=lambda g: [_n(g, B, SIZES[0], scale=30.0), *_net_params(g, scale=3.0)], twice=False)  # fmt: skip
+
+
 @dataclass(kw_only=True)
 class BackpropExercise(Exercise):
     """``backward_pass(delta, weights, tape, activation)``: the recursion, given :func:`src.hand.backprop.forward_pass`.
@@ -505,13 +513,7 @@ class BackpropExercise(Exercise):
             if first_bad:
                 raise _Stop(Outcome(lines, False, f"FAIL: the first wrong gradient is {first_bad} ({activation})",
                                     f"fix it in {ctx.where} (the ↳ line says where the error enters); run this command again"))  # fmt: skip
-        rows = []
-        for activation in self.activations:
-            cls = _wrap_backward_pass(fn, activation)
-            spec = FunctionSpec(f"the net ({activation}) with your backward_pass", cls, lambda c, x, *p: c.apply(x, *p),
-                                _torch_net(activation), lambda g: [_off_zero(g, B, SIZES[0]), *_net_params(g)],
-                                extreme=lambda g: [_n(g, B, SIZES[0], scale=30.0), *_net_params(g, scale=3.0)], twice=False)  # fmt: skip
-            rows.append(check_function(spec))
+        rows = [check_function(_net_spec(fn, activation)) for activation in self.activations]
         _project_checks(lines, rows, "the whole net, your recursion against nn.Sequential's autograd")
         return lines
 
