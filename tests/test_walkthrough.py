@@ -194,6 +194,21 @@ def test_tiny_input_is_the_first_batch_pooled_and_the_class_is_the_parity(fake_d
     assert torch.equal(batch.t, torch.nn.functional.one_hot(digits % 2, 2).float())
 
 
+def test_the_walked_weights_are_the_first_weights_of_src_train_fit(monkeypatch):
+    # the doc's claim: `python -m src.train fit --seed_everything 0` starts from these very weights
+    from lightning.fabric.utilities.seed import seed_everything
+
+    from src.hand.nets import FeedForwardNet
+    from src.system.module import MLPClassifier
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # seed_everything sets it: restored after the test
+    with torch.random.fork_rng():  # … and the global generator
+        seed_everything(0, verbose=False)
+        trained = MLPClassifier().net.weights()
+    walked = FeedForwardNet(seed=0).weights()  # what walk() builds for --seed 0
+    assert all(torch.equal(a, b) for a, b in zip(trained, walked)) and len(trained) == 4
+
+
 def test_one_step_lowers_the_loss_and_the_line_says_so(fake_data, capsys):
     batch = WT.load_batch(WT.DEFAULT_SIZES, 64, seed=0, val_size=100)
     step = WT.walk(batch, WT.DEFAULT_SIZES, "sigmoid", seed=0, lr=0.3)
