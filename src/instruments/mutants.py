@@ -163,6 +163,30 @@ def _with(base: type, name: str, **methods: Callable) -> type:
     return type(name, (base,), {k: staticmethod(f) for k, f in methods.items()})
 
 
+def _checked(s: FunctionSpec, cls: type) -> Callable[[], Row]:
+    """The checks of ``s`` run on the planted class ``cls``, to be run later."""
+    return lambda: check_function(s, cls)
+
+
+def _norm_mutants(by_name: dict) -> list[tuple[str, str, Callable[[], Row]]]:
+    """The planted bugs of batch and layer normalization (:mod:`src.hand.norm`)."""
+    fn = _checked
+    return [
+        ("dropped mean term (−Σg/B, the path through μ)", "BatchNorm (train mode)",
+         fn(by_name["BatchNorm (train mode)"], _with(HN.BatchNorm, "NoMeanBatchNorm", backward=_bn_no_mean_term))),
+        ("dropped Σ(g·x̂) term (x̂ Σ(g x̂)/B, the path through σ²)", "BatchNorm (train mode)",
+         fn(by_name["BatchNorm (train mode)"], _with(HN.BatchNorm, "NoXhatBatchNorm", backward=_bn_no_xhat_term))),
+        ("unbiased variance (÷ (B−1)) in the normalization, backward consistent with it", "BatchNorm (train mode)",
+         fn(by_name["BatchNorm (train mode)"], _with(HN.BatchNorm, "UnbiasedBatchNorm", forward=_bn_unbiased_forward,
+                                                     backward=_bn_unbiased_backward))),
+        ("batch statistics in evaluation mode", "BatchNorm (eval mode)",
+         fn(by_name["BatchNorm (eval mode)"], _with(HN.BatchNormEval, "BatchStatsEvalBatchNorm", forward=_bn_eval_with_batch_stats,
+                                                    backward=_bn_eval_with_batch_stats_backward))),
+        ("γ outside the sums over the features (batch norm's closed form copied)", "LayerNorm",
+         fn(by_name["LayerNorm"], _with(HN.LayerNorm, "GammaOutsideLayerNorm", backward=_ln_gamma_outside))),
+    ]  # fmt: skip
+
+
 def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
     """``(bug, piece, run)``: each planted bug, the piece it goes into, and the checks of that piece on it."""
     by_name = {s.name: s for s in SPECS}
@@ -170,9 +194,7 @@ def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
     wsp = {a: spec.get(f"FeedForward ({a}, one node, workspace)", spec[f"FeedForward ({a}, one node)"]) for a in ("sigmoid", "relu")}
     ff = {a: spec[f"FeedForward ({a}, one node)"] for a in ("sigmoid", "tanh", "relu")}
 
-    def fn(s: FunctionSpec, cls: type) -> Callable[[], Row]:
-        return lambda: check_function(s, cls)
-
+    fn = _checked
     neg = _map(lambda g, ctx: -g)
     transpose_w = _map(lambda g, ctx: g.t(), which=[1])
     # FeedForward's gradients: (x, activation, [workspace,] W1, b1, W2, b2, …): transpose every weight's
@@ -214,18 +236,7 @@ def _mutants() -> list[tuple[str, str, Callable[[], Row]]]:
          fn(ff["tanh"], _wrap(FF.FeedForward, "UntransposedFeedForward", feed_forward_transpose))),
         ("missing ½ (every gradient doubled)", "FeedForward (relu, workspace)",
          fn(wsp["relu"], _wrap(FF.FeedForward, "DoubledFeedForward", times2))),
-        ("dropped mean term (−Σg/B, the path through μ)", "BatchNorm (train mode)",
-         fn(by_name["BatchNorm (train mode)"], _with(HN.BatchNorm, "NoMeanBatchNorm", backward=_bn_no_mean_term))),
-        ("dropped Σ(g·x̂) term (x̂ Σ(g x̂)/B, the path through σ²)", "BatchNorm (train mode)",
-         fn(by_name["BatchNorm (train mode)"], _with(HN.BatchNorm, "NoXhatBatchNorm", backward=_bn_no_xhat_term))),
-        ("unbiased variance (÷ (B−1)) in the normalization, backward consistent with it", "BatchNorm (train mode)",
-         fn(by_name["BatchNorm (train mode)"], _with(HN.BatchNorm, "UnbiasedBatchNorm", forward=_bn_unbiased_forward,
-                                                     backward=_bn_unbiased_backward))),
-        ("batch statistics in evaluation mode", "BatchNorm (eval mode)",
-         fn(by_name["BatchNorm (eval mode)"], _with(HN.BatchNormEval, "BatchStatsEvalBatchNorm", forward=_bn_eval_with_batch_stats,
-                                                    backward=_bn_eval_with_batch_stats_backward))),
-        ("γ outside the sums over the features (batch norm's closed form copied)", "LayerNorm",
-         fn(by_name["LayerNorm"], _with(HN.LayerNorm, "GammaOutsideLayerNorm", backward=_ln_gamma_outside))),
+        *_norm_mutants(by_name),
         ("flipped sign (θ ← θ + η g)", "GD", lambda: check_optimizer("GD", _SumGD)),
         ("no bias correction", "Adam", lambda: check_optimizer("Adam", _NoBiasCorrectionAdam)),
         ("max-norm over columns (outgoing weights), not rows", "GD + max-norm",
