@@ -153,6 +153,12 @@ class Step:
     loss_after: float = math.nan
     numbers: bool = False  # print every element
 
+    def check(self, section: str, name: str, formula: str, ours: Tensor, reference: Tensor | None = None,
+              code: str = "", **kw) -> None:  # fmt: skip
+        """Add the line of ``ours``, with its ``cmp()`` against autograd's ``reference`` (none: an input, not checked)."""
+        verdict = None if reference is None else cmp(ours, reference.detach())
+        self.lines.append(Line(section, name, formula, ours, verdict, code=code, **kw))
+
     def wrong(self) -> list[Line]:
         return [line for line in self.lines if line.verdict is not None and not line.verdict.ok]
 
@@ -312,6 +318,26 @@ def _summary(value: Tensor) -> str:
 # --------------------------------------------------------------------------- the walk
 
 
+class _Sides(NamedTuple):
+    """Both sides of the step: ours (the project's code) and autograd's on the twin."""
+
+    W: list[Tensor]  # our W_1 … W_L, (n_l, n_{l−1})
+    b: list[Tensor]  # our b_1 … b_L, (n_l,)
+    logits: Tensor  # our z_L
+    loss: Tensor
+    delta_L: Tensor  # δ_L, from SoftmaxCrossEntropy.backward
+    grads: Optional[backprop.Gradients]  # None: backward_pass raised
+    record: _Recorded  # z_l, h_l, ∂L/∂h_l, δ_l as backprop computed them
+    failure: str  # backward_pass's error, in one line
+    twin: SequentialNet
+    linear: list[nn.Linear]  # the twin's layers, with .weight.grad, .bias.grad
+    zs: list[Tensor]  # autograd's z_1 … z_L (with .grad)
+    hs: list[Tensor]  # autograd's h_1 … h_{L−1} (with .grad)
+    y_hat: Tensor
+    loss_ref: Tensor
+    x_ref: Tensor  # the input, with .grad
+
+
 def walk(
     batch: Batch, sizes: Sequence[int], activation: str = "sigmoid", seed: int = 0, lr: float = DEFAULT_LR
 ) -> Step:
@@ -319,93 +345,103 @@ def walk(
     n0, hidden, K = sizes[0], list(sizes[1:-1]), sizes[-1]
     L = len(sizes) - 1
     layers = FeedForwardNet(n0, hidden, K, activation, "softmax", "glorot", seed=seed).layers()
-    W = [w.detach().clone() for w, _ in layers]  # W_1 … W_L, (n_l, n_{l−1})
-    b = [bias.detach().clone() for _, bias in layers]  # b_1 … b_L, (n_l,)
+    W = [w.detach().clone() for w, _ in layers]
+    b = [bias.detach().clone() for _, bias in layers]
     twin = SequentialNet(n0, hidden, K, activation, "softmax", "glorot", seed=seed)
-    twin_linear = [m for m in twin.net if isinstance(m, nn.Linear)]
-    x, t, labels = batch.x, batch.t, batch.labels
+    s = _Sides(W, b, *_ours(batch.x, batch.t, W, b, activation), twin,
+               [m for m in twin.net if isinstance(m, nn.Linear)], *_autograd(twin, batch.x, batch.labels))  # fmt: skip
+    if len(s.record.values) != L - 1 or (s.grads is not None and len(s.record.derivatives) != L - 1):
+        raise RuntimeError(f"backprop called the activation {len(s.record.values)}, {len(s.record.derivatives)} times, not {L - 1}")
 
-    logits, loss, delta_L, grads, record, failure = _ours(x, t, W, b, activation)
-    zs, hs, y_hat, loss_ref, x_ref = _autograd(twin, x, labels)  # autograd's z_l, h_l (with .grad), ŷ, L, x
-    if len(record.values) != L - 1 or (grads is not None and len(record.derivatives) != L - 1):
-        raise RuntimeError(f"backprop called the activation {len(record.values)}, {len(record.derivatives)} times, not {L - 1}")
+    largest = max(max(len(batch.x) * n, n * m) for m, n in zip(sizes[:-1], sizes[1:]))
+    step = Step(_header(batch, sizes, activation, seed), numbers=largest <= NUMBERS_UP_TO, loss_before=s.loss.item())
+    _forward_lines(step, s, batch, activation)
+    _backward_lines(step, s, activation)
+    if s.grads is not None:  # (None: backward_pass raised, nothing to update with)
+        _update_lines(step, s, batch, activation, lr)
+    return step
 
-    largest = max(max(len(x) * n, n * m) for m, n in zip(sizes[:-1], sizes[1:]))
-    step = Step(header=_header(batch, sizes, activation, seed), numbers=largest <= NUMBERS_UP_TO, loss_before=loss.item())
 
-    def line(section, name, formula, ours, reference=None, code="", **kw) -> None:
-        verdict = None if reference is None else cmp(ours, reference.detach())
-        step.lines.append(Line(section, name, formula, ours, verdict, code=code, **kw))
+def _inputs(L: int) -> list[str]:
+    """``d_{l−1}``, layer l's input, for l = 1 … L: ``x``, ``h₁``, …"""
+    return ["x", *(f"h{sub(l)}" for l in range(1, L))]
 
-    g, g_prime, fn = _SYMBOL[activation], _PRIME[activation], _fn(activation)
-    d = ["x", *(f"h{sub(l)}" for l in range(1, L))]  # d_{l−1}: layer l's input
 
-    # forward: x → z₁ → h₁ → … → z_L → ŷ → L
-    line("forward", "x", "the batch", x)
-    line("forward", "t", "one-hot targets", t)
+def _forward_lines(step: Step, s: _Sides, batch: Batch, activation: str) -> None:
+    """x → z₁ → h₁ → … → z_L → ŷ → L, with the weights each layer starts from."""
+    L, g, fn = len(s.W), _SYMBOL[activation], _fn(activation)
+    d = _inputs(L)
+    step.check("forward", "x", "the batch", batch.x)
+    step.check("forward", "t", "one-hot targets", batch.t)
     for l in range(1, L + 1):
-        line("forward", f"W{sub(l)}", "glorot", W[l - 1], twin_linear[l - 1].weight)
-        line("forward", f"b{sub(l)}", "zeros (glorot)", b[l - 1], twin_linear[l - 1].bias)
-        z = record.values[l - 1][0] if l < L else logits
+        step.check("forward", f"W{sub(l)}", "glorot", s.W[l - 1], s.linear[l - 1].weight)
+        step.check("forward", f"b{sub(l)}", "zeros (glorot)", s.b[l - 1], s.linear[l - 1].bias)
+        z = s.record.values[l - 1][0] if l < L else s.logits
         logits_note = "   the logits" if l == L else ""
-        line("forward", f"z{sub(l)}", f"= {d[l - 1]} W{sub(l)}ᵀ + b{sub(l)}{logits_note}", z, zs[l - 1], "forward_pass")
+        step.check("forward", f"z{sub(l)}", f"= {d[l - 1]} W{sub(l)}ᵀ + b{sub(l)}{logits_note}", z, s.zs[l - 1], "forward_pass")
         if l < L:
-            line("forward", f"h{sub(l)}", f"= {g}(z{sub(l)})", record.values[l - 1][1], hs[l - 1], f"{fn}.value")
-    line("forward", "ŷ", f"= softmax(z{sub(L)})", softmax(logits), y_hat, "Softmax.forward")
-    line("forward", "L", "= −(1/B) Σ t ⊙ log ŷ", loss, loss_ref, "SoftmaxCrossEntropy.forward", note=f"= {loss.item():.4f}")
+            step.check("forward", f"h{sub(l)}", f"= {g}(z{sub(l)})", s.record.values[l - 1][1], s.hs[l - 1], f"{fn}.value")
+    step.check("forward", "ŷ", f"= softmax(z{sub(L)})", softmax(s.logits), s.y_hat, "Softmax.forward")
+    step.check("forward", "L", "= −(1/B) Σ t ⊙ log ŷ", s.loss, s.loss_ref, "SoftmaxCrossEntropy.forward",
+               note=f"= {s.loss.item():.4f}")  # fmt: skip
 
-    # backward: δ_L, then per layer ∂W_l, ∂b_l, ∂L/∂h_{l−1}, δ_{l−1}; last ∂L/∂x
-    here = "(src/hand/backprop.py)"
-    line("backward", f"δ{sub(L)}", f"= ∂L/∂z{sub(L)} = (ŷ − t)/B", delta_L, zs[-1].grad,
-         "SoftmaxCrossEntropy.backward (src/hand/losses.py)")  # fmt: skip
+
+def _backward_lines(step: Step, s: _Sides, activation: str) -> None:
+    """δ_L, then per layer ∂W_l, ∂b_l, ∂L/∂h_{l−1}, δ_{l−1}; last ∂L/∂x (or the error backward_pass raised)."""
+    L, g_prime, fn, here = len(s.W), _PRIME[activation], _fn(activation), "(src/hand/backprop.py)"
+    d = _inputs(L)
+    step.check("backward", f"δ{sub(L)}", f"= ∂L/∂z{sub(L)} = (ŷ − t)/B", s.delta_L, s.zs[-1].grad,
+               "SoftmaxCrossEntropy.backward (src/hand/losses.py)")  # fmt: skip
     for l in range(L, 0, -1):
-        if grads is not None:  # (None: backward_pass raised; the δ's it computed before that still print)
-            line("backward", f"∂W{sub(l)}", f"= δ{sub(l)}ᵀ {d[l - 1]}", grads.W[l - 1], twin_linear[l - 1].weight.grad,
-                 f"backward_pass: dW {here}")  # fmt: skip
-            line("backward", f"∂b{sub(l)}", f"= Σ_batch δ{sub(l)}", grads.b[l - 1], twin_linear[l - 1].bias.grad,
-                 f"backward_pass: db {here}")  # fmt: skip
-        if l > 1 and L - l < len(record.derivatives):
-            grad_h, delta = record.derivatives[L - l]  # what backward_pass handed g.derivative, and what it got back
-            line("backward", f"∂L/∂h{sub(l - 1)}", f"= δ{sub(l)} W{sub(l)}", grad_h, hs[l - 2].grad,
-                 f"backward_pass: grad_d = δ_l W_l {here}")  # fmt: skip
-            line("backward", f"δ{sub(l - 1)}", f"= ∂L/∂h{sub(l - 1)} ⊙ {g_prime.format(l=sub(l - 1))}", delta,
-                 zs[l - 2].grad, f"{fn}.derivative (src/hand/functional.py)")  # fmt: skip
-    if grads is None:
-        step.lines.append(Line("backward", "backward_pass", f"raised {failure}", torch.tensor(math.nan),
+        if s.grads is not None:  # (None: backward_pass raised; the δ's it computed before that still print)
+            step.check("backward", f"∂W{sub(l)}", f"= δ{sub(l)}ᵀ {d[l - 1]}", s.grads.W[l - 1],
+                       s.linear[l - 1].weight.grad, f"backward_pass: dW {here}")  # fmt: skip
+            step.check("backward", f"∂b{sub(l)}", f"= Σ_batch δ{sub(l)}", s.grads.b[l - 1],
+                       s.linear[l - 1].bias.grad, f"backward_pass: db {here}")  # fmt: skip
+        if l > 1 and L - l < len(s.record.derivatives):
+            grad_h, delta = s.record.derivatives[L - l]  # what backward_pass handed g.derivative, and what it got back
+            step.check("backward", f"∂L/∂h{sub(l - 1)}", f"= δ{sub(l)} W{sub(l)}", grad_h, s.hs[l - 2].grad,
+                       f"backward_pass: grad_d = δ_l W_l {here}")  # fmt: skip
+            step.check("backward", f"δ{sub(l - 1)}", f"= ∂L/∂h{sub(l - 1)} ⊙ {g_prime.format(l=sub(l - 1))}", delta,
+                       s.zs[l - 2].grad, f"{fn}.derivative (src/hand/functional.py)")  # fmt: skip
+    if s.grads is None:
+        step.lines.append(Line("backward", "backward_pass", f"raised {s.failure}", torch.tensor(math.nan),
                                Verdict("WRONG", "no gradients"), note="—", code=f"backward_pass {here}", shown_shape="—"))  # fmt: skip
-        return step  # nothing to update with
-    line("backward", "∂L/∂x", "= δ₁ W₁", grads.x, x_ref.grad, f"backward_pass: dx {here}")
+        return
+    step.check("backward", "∂L/∂x", "= δ₁ W₁", s.grads.x, s.x_ref.grad, f"backward_pass: dx {here}")
 
-    # the update: our GD on our gradients, torch.optim.SGD on autograd's
-    before = [p for pair in zip(W, b) for p in pair]  # W_1, b_1, W_2, …
-    ours_grads = [gr for pair in zip(grads.W, grads.b) for gr in pair]
+
+def _update_lines(step: Step, s: _Sides, batch: Batch, activation: str, lr: float) -> None:
+    """Our GD on our gradients beside torch.optim.SGD on autograd's; then the loss on the same batch."""
+    before = [p for pair in zip(s.W, s.b) for p in pair]  # W_1, b_1, W_2, …
+    ours_grads = [gr for pair in zip(s.grads.W, s.grads.b) for gr in pair]
     params = [nn.Parameter(p.clone()) for p in before]
     for p, gr in zip(params, ours_grads):
         p.grad = gr.clone() if gr.shape == p.shape else None  # a gradient of the wrong shape is not applied
     GD(params, lr=lr).step()
-    torch.optim.SGD(twin.parameters(), lr=lr).step()
-    twin_params = [p for lin in twin_linear for p in (lin.weight, lin.bias)]
+    torch.optim.SGD(s.twin.parameters(), lr=lr).step()
+    twin_params = [p for lin in s.linear for p in (lin.weight, lin.bias)]
     for i, (p, old, gr, ref) in enumerate(zip(params, before, ours_grads, twin_params)):
         kind, new = "Wb"[i % 2], p.detach()
         name = f"{kind}{sub(i // 2 + 1)}"
         if p.grad is None:
             why = f"not applied: ∂{name} is {shape_text(gr.shape)}, {name} is {shape_text(new.shape)}"
             step.lines.append(Line("update", name, f"← {name} − η ∂{name}", new, Verdict("WRONG", why),
-                                   code=f"backward_pass {here}"))  # fmt: skip
+                                   code="backward_pass (src/hand/backprop.py)"))  # fmt: skip
             continue
         change = new - old
         ratio = f"‖Δ{kind}‖/‖{kind}‖ {(change.norm() / old.norm()).item():.1e}" if old.norm() > 0 else f"‖{kind}‖ was 0"
         note = f"max|Δ{kind}| {change.abs().max().item():.1e}  {ratio}"
-        line("update", name, f"← {name} − η ∂{name}", new, ref, "GD (src/hand/optim.py)", note=note)
+        step.check("update", name, f"← {name} − η ∂{name}", new, ref, "GD (src/hand/optim.py)", note=note)
 
     with torch.no_grad():  # the loss on the same batch, after the step: ours and the twin's
-        after = CrossEntropyLoss().from_logits(backprop.forward_pass(x, params[0::2], params[1::2], activation)[0], t)
-        after_ref = F.cross_entropy(twin.logits(x), labels)
+        logits = backprop.forward_pass(batch.x, params[0::2], params[1::2], activation)[0]
+        after = CrossEntropyLoss().from_logits(logits, batch.t)
+        after_ref = F.cross_entropy(s.twin.logits(batch.x), batch.labels)
     step.loss_after = after.item()
     verdict = "lower" if step.loss_after < step.loss_before else "NOT lower: the step overshot, try a smaller --lr"
-    line("update", "L", "after the step, same batch", after, after_ref, "the updated weights",
-         note=f"= {step.loss_after:.4f} (was {step.loss_before:.4f}: {verdict})")  # fmt: skip
-    return step
+    step.check("update", "L", "after the step, same batch", after, after_ref, "the updated weights",
+               note=f"= {step.loss_after:.4f} (was {step.loss_before:.4f}: {verdict})")  # fmt: skip
 
 
 def _header(batch: Batch, sizes: Sequence[int], activation: str, seed: int) -> list[str]:
@@ -438,7 +474,8 @@ def _digits(values: Tensor, most: int = 16) -> str:
 
 _TITLES = {
     "forward": "forward: x → z₁ → h₁ → … → logits → ŷ → L",
-    "backward": "backward: δ_L = (ŷ − t)/B, then per layer ∂W_l = δ_lᵀ h_{l−1}, ∂b_l = Σ δ_l, δ_{l−1} = (δ_l W_l) ⊙ g'(z_{l−1})",
+    "backward": "backward: δ_L = (ŷ − t)/B, then per layer ∂W_l = δ_lᵀ h_{l−1}, ∂b_l = Σ δ_l, "
+    "δ_{l−1} = (δ_l W_l) ⊙ g'(z_{l−1})",
     "update": "update: W ← W − η ∂W (GD)",
 }
 
@@ -502,6 +539,10 @@ def format_step(step: Step, lr: float) -> str:
 # --------------------------------------------------------------------------- the graph
 
 
+#: what ``step_graph`` knows of a Function node: (its output, the Function's name, the output's label, the gradient's)
+_Named = dict[object, tuple[Tensor, str, str, str]]
+
+
 def step_graph(sizes: Sequence[int] = DEFAULT_SIZES, activation: str = "sigmoid", batch: int = 64) -> str:
     """The step's autograd graph as a Mermaid flowchart (the text inside a ```mermaid block).
 
@@ -512,48 +553,59 @@ def step_graph(sizes: Sequence[int] = DEFAULT_SIZES, activation: str = "sigmoid"
     its shape as measured; the parameters are leaves with their gradients; edges point forward.
     Shapes depend on ``sizes`` and ``batch`` only (the input is zeros), so the text is deterministic.
     """
-    n0, K, L = sizes[0], sizes[-1], len(sizes) - 1
-    net = FeedForwardNet(n0, list(sizes[1:-1]), K, activation, "softmax", "glorot", seed=0, fused=False)
-    x = torch.zeros(batch, n0)
-    t = F.one_hot(torch.zeros(batch, dtype=torch.long), K).float()
-    g_name = _fn(activation)
-    g, d = _SYMBOL[activation], "x"
-    named: dict[object, tuple[Tensor, str, str, str]] = {}  # grad_fn → (output, function, output's label, gradient's label)
-    out = x
-    for l, (W, b) in enumerate(net.layers(), start=1):
-        z = HF.linear(out, W, b)
-        named[z.grad_fn] = (z, "Linear", f"z{sub(l)} = {d} W{sub(l)}ᵀ + b{sub(l)}", f"δ{sub(l)} = ∂L/∂z{sub(l)}")
-        out = z
-        if l < L:
-            out = HF.ACTIVATIONS[activation](z)
-            if out.grad_fn is not z.grad_fn:  # identity is its own node too
-                named[out.grad_fn] = (out, g_name, f"h{sub(l)} = {g}(z{sub(l)})", f"∂L/∂h{sub(l)}")
-            d = f"h{sub(l)}"
-    loss = CrossEntropyLoss().from_logits(out, t)
-    named[loss.grad_fn] = (loss, "SoftmaxCrossEntropy", f"L = −(1/B) Σ t ⊙ log softmax(z{sub(L)})", "∂L/∂L = 1")
-    for tensor, *_ in named.values():
-        tensor.retain_grad()
-
-    order: list = []  # the Functions, inputs before outputs: the order of the step
-    seen: set = set()
-
-    def trace(node) -> None:
-        if node is None or node in seen:
-            return
-        seen.add(node)
-        for parent, _ in node.next_functions:
-            trace(parent)
-        order.append(node)
-
-    trace(loss.grad_fn)
+    net = FeedForwardNet(sizes[0], list(sizes[1:-1]), sizes[-1], activation, "softmax", "glorot", seed=0, fused=False)
+    x = torch.zeros(batch, sizes[0])
+    t = F.one_hot(torch.zeros(batch, dtype=torch.long), sizes[-1]).float()
+    loss, named = _chain(net, x, t, activation)
+    order = _trace(loss.grad_fn)
     loss.backward()
-
-    param_names = {id(p): name for name, p in net.named_parameters()}  # "W1", "b1", …
-    # the inputs that need no gradient: no node in autograd's graph, drawn as leaves all the same
+    # the inputs that need no gradient have no node in autograd's graph: drawn as leaves all the same
     data_leaves = {
         ("Linear", 0): ("input", f"x · {shape_text(x.shape)}"),
         ("SoftmaxCrossEntropy", 1): ("target", f"t · {shape_text(t.shape)} one-hot"),
     }
+    return _mermaid(order, named, {id(p): name for name, p in net.named_parameters()}, data_leaves)
+
+
+def _chain(net: FeedForwardNet, x: Tensor, t: Tensor, activation: str) -> tuple[Tensor, _Named]:
+    """The per-op chain's loss, one of our Functions per op, and each Function node's output and labels."""
+    L, g = net.num_layers, _SYMBOL[activation]
+    d = _inputs(L)
+    named: _Named = {}
+    out = x
+    for l, (W, b) in enumerate(net.layers(), start=1):
+        z = HF.linear(out, W, b)
+        named[z.grad_fn] = (z, "Linear", f"z{sub(l)} = {d[l - 1]} W{sub(l)}ᵀ + b{sub(l)}", f"δ{sub(l)} = ∂L/∂z{sub(l)}")
+        out = z
+        if l < L:
+            out = HF.ACTIVATIONS[activation](z)
+            named[out.grad_fn] = (out, _fn(activation), f"h{sub(l)} = {g}(z{sub(l)})", f"∂L/∂h{sub(l)}")
+    loss = CrossEntropyLoss().from_logits(out, t)
+    named[loss.grad_fn] = (loss, "SoftmaxCrossEntropy", f"L = −(1/B) Σ t ⊙ log softmax(z{sub(L)})", "∂L/∂L = 1")
+    for tensor, *_ in named.values():
+        tensor.retain_grad()
+    return loss, named
+
+
+def _trace(root) -> list:
+    """Every node of autograd's graph below ``root``, inputs before outputs (post-order): the order of the step."""
+    order: list = []
+    seen: set = set()
+
+    def visit(node) -> None:
+        if node is None or node in seen:
+            return
+        seen.add(node)
+        for parent, _ in node.next_functions:
+            visit(parent)
+        order.append(node)
+
+    visit(root)
+    return order
+
+
+def _mermaid(order: list, named: _Named, param_names: dict[int, str], data_leaves: dict) -> str:
+    """The traced nodes as a Mermaid flowchart: each Function, the leaves that enter it, the edges into it."""
     lines = ["flowchart TB"]
     ids: dict[object, str] = {}  # Function node → its Mermaid id, f1, f2, … in the order of the step
     for node in order:
@@ -617,7 +669,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"GD's learning rate η (default {DEFAULT_LR}, configs/baseline.yaml)")
     p.add_argument("--graph", metavar="FILE", help="also write the step's graph: FILE.md a ```mermaid block, FILE.mmd Mermaid alone")
     p.add_argument("--data_dir", default="data/", help="the folder holding MNIST/raw/ (default data/)")
-    p.add_argument("--val_size", type=int, default=10_000, help="pictures held out of training, as src.train's --data.val_size (default 10000)")  # fmt: skip
+    p.add_argument("--val_size", type=int, default=10_000,
+                   help="pictures held out of training, as src.train's --data.val_size (default 10000)")  # fmt: skip
     return p
 
 
