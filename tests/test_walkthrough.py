@@ -303,3 +303,10 @@ def test_real_mnist_run_is_the_one_pasted_in_the_doc(capsys, monkeypatch):
     key = lambda lines: [(x["section"], x["name"], x["formula"], x["shape"], x["verdict"] is not None) for x in lines]  # noqa: E731
     assert key(printed(pasted)) == key(printed(out))
     assert out.splitlines()[:4] == pasted.splitlines()[:4]  # the same net, batch and digits
+
+
+def test_the_derivations_page_shows_the_default_graph():
+    """docs/derivations.md embeds the same graph between its markers (regenerate it with --graph when the step changes)."""
+    page = (DOC.parent / "derivations.md").read_text()
+    inside = page.split("<!-- graph: begin -->", 1)[1].split("<!-- graph: end -->", 1)[0]
+    assert re.findall(r"```mermaid\n(.*?)```", inside, re.S) == [WT.step_graph()]
