@@ -61,11 +61,6 @@ def max_norm_(weight: Tensor, c: float) -> Tensor:
     return weight.mul_(norms.clamp_min_(c).reciprocal_().mul_(c))
 
 
-def _with_grads(group: dict) -> tuple[list[Tensor], list[Tensor]]:
-    params = [p for p in group["params"] if p.grad is not None]
-    return params, [p.grad for p in params]
-
-
 class HandOptimizer(Optimizer):
     """What GD and Adam share: the closure protocol and the ``foreach`` switch."""
 
@@ -76,7 +71,11 @@ class HandOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads = _with_grads(group)
+            params, grads = [], []  # the parameters with a gradient, and their gradients
+            for p in group["params"]:
+                if p.grad is not None:
+                    params.append(p)
+                    grads.append(p.grad)
             if params:
                 self._update(group, params, grads)
         return loss

@@ -311,7 +311,8 @@ class MLPClassifier(pl.LightningModule):
         """
         x, onehot, labels = batch
         opt = self.optimizers()
-        loss, _ = self.compute_loss(x, onehot, labels)  # forward and loss
+        logits = self.net.logits(x)  # forward
+        loss = self.loss_from_logits(logits, onehot, labels, self.net.weights())  # loss
         detached = loss.detach()
         if not torch.isfinite(detached):  # before backward: no NaN ever reaches the weights
             self._diverged(f"the training loss is {detached.item()}")
@@ -321,7 +322,12 @@ class MLPClassifier(pl.LightningModule):
         if stepped:
             opt.step()  # the update (the precision plugin unscales, on_before_optimizer_step clips)
             opt.zero_grad()
-            self._after_step()
+            if self._twin_max_norm:  # torch.optim has no max-norm: the same projection after its step
+                with torch.no_grad():
+                    for w in self.net.weights():
+                        max_norm_(w, self._twin_max_norm)
+            if self.averaged is not None:  # θ̄ ← d θ̄ + (1 − d) θ, after every optimizer step
+                self.averaged.update_parameters(self.net)
         self._loss_sum.add_(detached * len(x))
         self._loss_count += len(x)
         # `self.log` costs about a millisecond per call here (Lightning moves its result
@@ -337,15 +343,6 @@ class MLPClassifier(pl.LightningModule):
     # Lightning reads the signature on every step (to decide whether to pass batch_idx); cached
     # (inspect rebuilds it each time otherwise): public names only
     training_step.__signature__ = inspect.signature(training_step)
-
-    def _after_step(self) -> None:
-        """What follows each optimizer step: the twin's max-norm, then the moving average."""
-        if self._twin_max_norm:  # torch.optim has no max-norm: the same projection after its step
-            with torch.no_grad():
-                for w in self.net.weights():
-                    max_norm_(w, self._twin_max_norm)
-        if self.averaged is not None:  # θ̄ ← d θ̄ + (1 − d) θ, after every optimizer step
-            self.averaged.update_parameters(self.net)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # Lightning's optimizer step calls this after the precision plugin has unscaled the
