@@ -75,6 +75,7 @@ def trace(cli_args: list[str], warmup: int, steps: int) -> dict[str, pstats.Stat
     from src.train import main
 
     windows = _Windows(warmup, steps)
+    cli_args = [str(Path(a).resolve()) if Path(a).is_file() else a for a in cli_args]  # --config files: from here
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
