@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/step_ab.py --rounds 7                    # sigmoid + GD (the baseline)
     .venv/bin/python bench/step_ab.py --rounds 7 --case best        # ReLU + Adam
-    .venv/bin/python bench/step_ab.py --ab step --rounds 16 --steps 400   # a private-name hook, on / off
+    .venv/bin/python bench/step_ab.py --ab state_key --rounds 16 --steps 400   # a hook, on / off
 
 The same real MNIST batches (batch 64, 300 steps after 20 warm-up steps) for every variant, the
 variants alternating round by round; prints the minimum and the median milliseconds per step:
@@ -12,7 +12,7 @@ variants alternating round by round; prints the minimum and the median milliseco
   diagnostics off (they measure at two points of epoch 1, which a 300-step window would overweight;
   BENCHMARKS.md gives their cost over a real epoch);
 * ``bare loop, ours``: the same module's step without Lightning (the one-node ``FeedForward`` with
-  its workspace, the hand-written loss, GD/Adam stepping inside backward);
+  its workspace, the hand-written loss, GD/Adam's ``step`` after ``backward``);
 * ``bare loop, per-op``: the straightforward path (chained per-op Functions, ``zero_grad`` /
   ``backward`` / ``step``), the reference the fast path is tested against;
 * ``plain PyTorch``: ``nn.Sequential``, ``F.cross_entropy``, ``torch.optim`` in a bare loop, as
@@ -29,12 +29,9 @@ median and quartiles of the ratios, and in how many fits the hook won:
   against ``nn.Module.__setattr__``'s checks;
 * ``state_key``: ``ResumableModelCheckpoint.state_key`` cached against formatted on every read;
 * ``signature``: ``training_step.__signature__`` cached against rebuilt on every read;
-* ``step``: the raw ``step`` between ``LightningOptimizer._on_before_step`` / ``_on_after_step``
-  (``lightning_private.counted_step``) against ``LightningOptimizer.step`` (strategy, precision
-  plugin, closure, hooks);
 * ``dropped``: the first three together (each inside the noise alone; ``fx_name`` is removed from src/); any names
   joined by commas (``state_key,signature``) switch together;
-* ``all``: the four together against none of them;
+* ``all``: the three together against none of them;
 * ``none``: the same code twice (A/A), the spread of the machine's noise.
 """
 
@@ -60,7 +57,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's src, whatever package is installed
 
 from src.data.mnist import TensorBatches
-from src.system import lightning_private
 from src.system.callbacks import ResumableModelCheckpoint
 from src.system.module import MLPClassifier
 
@@ -152,21 +148,10 @@ def _signature(cached: bool):
             fn.__signature__ = old
 
 
-def _raw_step(lightning_opt, update=None):  # issue 10's fast path: Lightning's counter around the raw step
-    lightning_opt._on_before_step()
-    if update is not None:
-        update()
-    lightning_opt._on_after_step()
-
-
-def _public_step(lightning_opt, update=None):  # the public path: strategy, precision plugin, closure, raw step
-    lightning_opt.step()
-
-
 DROPPED = ("fx_name", "state_key", "signature")  # each inside the noise alone; fx_name is gone from src/, the two caches stay
 
 
-HOOKS = ("fx_name", "state_key", "signature", "step")
+HOOKS = ("fx_name", "state_key", "signature")
 
 
 def hook(name: str, on: bool) -> contextlib.AbstractContextManager:
@@ -177,8 +162,6 @@ def hook(name: str, on: bool) -> contextlib.AbstractContextManager:
         return _class_attr(ResumableModelCheckpoint, "state_key", _state_key(on))
     if name == "signature":
         return _signature(on)
-    if name == "step":
-        return _class_attr(lightning_private, "counted_step", _raw_step if on else _public_step)
     stack = contextlib.ExitStack()
     if name == "none":  # A/A
         return stack
@@ -256,16 +239,13 @@ def bare_ours(batches, setting: dict, fused: bool = True) -> float:
     opt = model.configure_optimizers()
     if fused:  # what MLPClassifier.on_train_start sets up in one process
         model.net.workspace = Workspace()
-        opt.step_in_backward()
     for i, (x, onehot, labels) in enumerate(batches):
         if i == WARMUP:
             t0 = time.perf_counter()
         loss = model.compute_loss(x, onehot, labels)[0]
-        if not fused:
-            opt.zero_grad()
+        opt.zero_grad()
         loss.backward()
-        if not fused:
-            opt.step()
+        opt.step()
     return (time.perf_counter() - t0) / STEPS * 1e3
 
 

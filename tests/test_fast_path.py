@@ -1,15 +1,14 @@
 """The optimized training path gives the same parameters as the straightforward one, to the last bit.
 
 Optimized (what ``python -m src.train fit`` runs in one process): Lightning's Trainer with manual
-optimization, a plain ``backward`` and the raw optimizer, the whole net as one hand-derived node
-(``FeedForward``) writing into a reused ``Workspace``, and GD / Adam updating each parameter from
-its post-accumulate-grad hook inside ``backward``.
+optimization (``manual_backward``, then the optimizer's public ``step`` and ``zero_grad``), the whole
+net as one hand-derived node (``FeedForward``) writing into a reused ``Workspace``, and GD / Adam's
+foreach form.
 Straightforward: a bare loop over the same samples, the per-op chain of Functions, and
 ``zero_grad`` / ``backward`` / ``step`` written out.
 
-Under DDP the gradients must be all-reduced before any update, so there the step goes through
-Lightning's ``manual_backward`` and a plain ``step`` after it: a 2-process run is checked against
-the straightforward loop over the whole batch.
+Under DDP the same step all-reduces the gradients inside ``manual_backward`` (no workspace there):
+a 2-process run is checked against the straightforward loop over the whole batch.
 """
 
 import os
@@ -24,7 +23,6 @@ import torch
 from src.data.mnist import TensorBatches
 from src.hand.fused import Workspace
 from src.system.module import MLPClassifier
-from src.hand.optim import HandOptimizer
 from tests.fakedata import write_fake_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,14 +39,17 @@ class _DM(pl.LightningDataModule):
 
 
 class _FastPathProbe(pl.Callback):
-    """Records, at every step, whether the fast path is the one running."""
+    """Records, at every optimizer step, that it runs through Lightning's public step with the workspace on.
+
+    Lightning calls ``on_before_optimizer_step`` from inside ``LightningOptimizer.step`` (its
+    precision plugin, right before the update): one call per step taken that way.
+    """
 
     def __init__(self):
         self.seen = []
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        opt = pl_module._optimizer
-        self.seen.append(isinstance(pl_module.net.workspace, Workspace) and opt.steps_in_backward)
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.seen.append(isinstance(pl_module.net.workspace, Workspace))
 
 
 def _straightforward(setting, x, y, epochs, batch=16, seed=7):
@@ -102,9 +103,9 @@ def test_trainer_path_equals_straightforward_loop(setting):
     )  # fmt: skip
     trainer.fit(fast, datamodule=_DM(x, y))
     assert trainer.global_step == epochs * 7  # ceil(100 / 16) steps per epoch, counted by Lightning
-    assert probe.seen == [True] * (epochs * 7)  # every step ran the fast path
-    # after fit: fresh tensors and a plain step again (evaluation and a later backward are ordinary)
-    assert fast.net.workspace is None and not fast._optimizer.steps_in_backward
+    assert probe.seen == [True] * (epochs * 7)  # every step: Lightning's public step, the workspace on
+    # after fit: fresh tensors again (evaluation and a later backward are ordinary)
+    assert fast.net.workspace is None
 
     slow = _straightforward(setting, x, y, epochs)
     for a, b, s in zip(fast.parameters(), slow.parameters(), start):
@@ -113,8 +114,8 @@ def test_trainer_path_equals_straightforward_loop(setting):
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "single"])
-def test_fast_path_only_where_one_process_trains(strategy):
-    """Under DDP no parameter may be updated before the all-reduce: no hooks, no workspace."""
+def test_workspace_only_where_one_process_trains(strategy):
+    """The buffers only in one fp32 process; every step, DDP's too, updates after the whole backward."""
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, strategy="ddp" if strategy == "ddp" else "auto", logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -122,16 +123,11 @@ def test_fast_path_only_where_one_process_trains(strategy):
     model = MLPClassifier(**ARCH, optimizer="adam", lr=0.01)
     trainer.strategy.connect(model)
     model.trainer = trainer
-    trainer.strategy._lightning_optimizers = []
-    opt = model.configure_optimizers()
-    trainer.strategy.optimizers = [opt]
     model.on_train_start()
-    fast = strategy == "single"
-    assert isinstance(model._optimizer, HandOptimizer)
-    assert model._optimizer.steps_in_backward is fast
-    assert (model.net.workspace is not None) is fast
+    assert (model.net.workspace is not None) is (strategy == "single")
     model.on_train_end()
-    assert not model._optimizer.steps_in_backward and model.net.workspace is None
+    assert model.net.workspace is None
+    assert all(not p._post_accumulate_grad_hooks for p in model.parameters())  # no update inside backward
 
 
 @pytest.mark.slow

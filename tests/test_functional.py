@@ -205,14 +205,16 @@ def test_feed_forward_relu_at_nan_matches_torch(workspace):
     assert grads[0].tolist() == [[1.0, 0.0, 0.0, 0.0], [-1.0, 0.0, 0.0, -3.5]]
 
 
-def test_per_input_layout_follows_feed_forward_signature():
-    """PerInput reads needs_input_grad in FeedForward.forward's order: x, the non-tensor inputs, W_1, b_1, …"""
+def test_backward_returns_one_gradient_per_input_in_forward_order(gen):
+    """FeedForward.backward's gradients follow forward's inputs: x, the non-tensor inputs (None), W_1, b_1, …"""
     names = [p.name for p in inspect.signature(FF.FeedForward.forward).parameters.values()]
     assert names == ["x", "activation", "workspace", "masks", "params"]
-    flat = ("x", "act", "ws", "masks", "W1", "b1", "W2", "b2")
-    per = FF.PerInput.of(flat)
-    assert per == FF.PerInput("x", ["W1", "W2"], ["b1", "b2"])
-    assert per.inputs() == ("x", None, None, None, "W1", "b1", "W2", "b2")
+    params = _net(gen)
+    x = torch.randn(4, 8, generator=gen, requires_grad=True)
+    logits = FF.FeedForward.apply(x, "tanh", None, None, *params)[0]
+    grads = logits.grad_fn.apply(torch.ones_like(logits), *[None] * 2)  # the node's own backward: δ_L, no h grads
+    assert len(grads) == 4 + len(params) and grads[1:4] == (None, None, None)
+    assert [g.shape for g in (grads[0], *grads[4:])] == [x.shape, *(p.shape for p in params)]
 
 
 def _net(gen, sizes=(8, 6, 5, 3), dtype=torch.float32):

@@ -74,47 +74,42 @@ def _count_public_steps(monkeypatch) -> list:
 
 
 SETTINGS = [
-    dict(activation="sigmoid", optimizer="gd", lr=0.3),  # the update inside backward, no raw step
+    dict(activation="sigmoid", optimizer="gd", lr=0.3),
     dict(activation="relu", optimizer="adam", lr=0.01, lr_schedule="cosine"),
-    dict(implementation="sequential", activation="tanh", optimizer="gd", lr=0.1),  # torch.optim's raw step
+    dict(implementation="sequential", activation="tanh", optimizer="gd", lr=0.1),  # torch.optim
 ]
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=["gd", "adam-cosine", "twin-sgd"])
-def test_steps_are_counted_alike_inside_and_outside_the_range(monkeypatch, setting):
+def test_every_step_is_lightnings_public_step_inside_and_outside_the_range(monkeypatch, setting):
     calls = _count_public_steps(monkeypatch)
     inside, model_in = _fit(setting)
-    assert inside.global_step == 2 * 7 and calls == []  # Lightning's counter around the raw step
+    assert inside.global_step == 2 * 7 and len(calls) == 2 * 7  # the public LightningOptimizer.step, counted
     monkeypatch.setattr(lightning, "__version__", "2.7.0")
     outside, model_out = _fit(setting)
-    assert outside.global_step == 2 * 7 and len(calls) == 2 * 7  # the public LightningOptimizer.step
+    assert outside.global_step == 2 * 7 and len(calls) == 2 * 2 * 7
     for a, b in zip(model_in.parameters(), model_out.parameters()):
         assert torch.equal(a, b)  # the same training to the last bit
 
 
 class _ForgetRawStep(pl.Callback):
-    """Clears torch's "the optimizer stepped" flag after each step, as if nothing but
-    lightning_private.mark_stepped set it (our optimizers' hooks may set it too)."""
+    """Clears torch's "the optimizer stepped" flag after each step, as if the raw step had never run."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         trainer.optimizers[0]._opt_called = False
 
 
-@pytest.mark.parametrize("version", ["2.6.6", "2.7.0"])
-def test_no_scheduler_warning_when_every_update_runs_inside_backward(monkeypatch, version):
-    monkeypatch.setattr(lightning, "__version__", version)
-    monkeypatch.setattr(LP, "_warned", set())
+def test_no_scheduler_warning():
     setting = dict(activation="sigmoid", optimizer="gd", lr=0.3, lr_schedule="cosine")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, model = _fit(setting, epochs=3, callbacks=[_ForgetRawStep()])
+        _, model = _fit(setting, epochs=3)
     assert model.lr_schedulers().last_epoch == 3  # the schedule stepped every epoch
     assert not [w for w in caught if SCHEDULER_WARNING in str(w.message)]
 
 
-def test_the_scheduler_warning_is_real_without_mark_stepped(monkeypatch):
-    """The negative control of the test above: without mark_stepped torch warns."""
-    monkeypatch.setattr(LP, "mark_stepped", lambda optimizer: None)
+def test_the_scheduler_warning_is_real_when_the_raw_step_is_not_seen():
+    """The negative control of the test above: when torch does not see the raw step, it warns."""
     setting = dict(activation="sigmoid", optimizer="gd", lr=0.3, lr_schedule="cosine")
     with pytest.warns(UserWarning, match=re.escape(SCHEDULER_WARNING)):
         _fit(setting, epochs=2, callbacks=[_ForgetRawStep()])

@@ -115,48 +115,28 @@ def test_foreach_must_be_a_bool(cls):
         cls([torch.zeros(1, requires_grad=True)], foreach="no")
 
 
-class _TorchAdam(torch.optim.Adam):
-    def step_in_backward(self, enable: bool = True) -> None:  # the reference always steps after backward
-        assert not enable
-
-
-def _train(cls, kw, steps, in_backward: bool, late=None):
+def _train(cls, kw, steps, late=None):
     """A small tanh regression trained ``steps`` steps; ``late`` (an index) gets no gradient before step 3."""
     gen = torch.Generator().manual_seed(1)
     params = [torch.randn(5, 4, generator=gen, dtype=torch.float64).requires_grad_(),
               torch.randn(5, generator=gen, dtype=torch.float64).requires_grad_()]  # fmt: skip
     opt = cls(params, **kw)
-    opt.step_in_backward(in_backward)
     x = torch.randn(7, 4, generator=gen, dtype=torch.float64)
     for step in range(1, steps + 1):
-        if not in_backward:
-            opt.zero_grad()
+        opt.zero_grad()
         frozen = late is not None and step < 3
         bias = params[1].detach() if frozen else params[1]
         torch.tanh(x @ params[0].t() + bias).pow(2).sum().backward()
-        if not in_backward:
-            opt.step()
+        opt.step()
     return params, opt
-
-
-@pytest.mark.parametrize("cls,kw", [(GD, dict(lr=0.1)), (Adam, dict(lr=0.05, betas=(0.8, 0.99)))], ids=["gd", "adam"])
-def test_step_in_backward_equals_step_after_backward(cls, kw):
-    """Updating each parameter from its post-accumulate-grad hook gives the same bits as step()."""
-    hooked, opt = _train(cls, kw, 10, in_backward=True)
-    plain, _ = _train(cls, kw, 10, in_backward=False)
-    for a, b in zip(hooked, plain):
-        assert torch.equal(a, b)
-    assert opt.steps_in_backward and all(p.grad is None for p in hooked)  # nothing left for step()
-    opt.step_in_backward(False)
-    assert not opt.steps_in_backward
 
 
 @FOREACH
 def test_adam_counts_steps_per_parameter(foreach):
     """A parameter that first gets a gradient at step 3 starts its bias correction there, as torch.optim.Adam."""
     kw = dict(lr=0.05, betas=(0.8, 0.99))
-    ours, opt = _train(Adam, dict(kw, foreach=foreach), 6, in_backward=False, late=1)
-    ref, ref_opt = _train(_TorchAdam, kw, 6, in_backward=False, late=1)
+    ours, opt = _train(Adam, dict(kw, foreach=foreach), 6, late=1)
+    ref, ref_opt = _train(torch.optim.Adam, kw, 6, late=1)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, **TOL)
     assert opt.state[ours[0]]["step"] == 6 and opt.state[ours[1]]["step"] == 4

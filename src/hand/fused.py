@@ -23,7 +23,7 @@ from torch.autograd.function import once_differentiable
 from .checks import check_choice
 from .functional import ACTIVATION_FUNCTIONS, HIDDEN_ACTIVATIONS
 
-__all__ = ["FeedForward", "Workspace", "Buffers", "Saved", "PerInput", "feed_forward"]
+__all__ = ["FeedForward", "Workspace", "Buffers", "feed_forward"]
 
 
 class Buffers(NamedTuple):
@@ -79,75 +79,6 @@ class Workspace:
         return Buffers(self.hidden, self.dropped, self.grad_d, self.delta, self.logits)
 
 
-def _buffers(workspace: Workspace | None, x: Tensor, weights: Sequence[Tensor], dropout: bool) -> Buffers:
-    """The workspace's buffers for this shape, or none (fresh tensors) without a workspace."""
-    return Buffers.fresh(len(weights) - 1) if workspace is None else workspace.buffers(x, weights, dropout)
-
-
-class Saved(NamedTuple):
-    """What :class:`FeedForward` saves for backward, by name (``ctx.saved_tensors`` is :meth:`flat`).
-
-    The accessors count layers as the math does: ``W(l)``, ``h(l)``, ``m(l)`` for ``l ≥ 1``, and
-    ``d(l)``, the input of layer ``l + 1``, from ``d(0) = x``.
-    """
-
-    x: Tensor  # (batch, inputs)
-    weights: tuple[Tensor, ...]  # W_1 … W_L, (out_l, in_l)
-    hidden: tuple[Tensor, ...]  # h_1 … h_{L−1}, for g'(h_l)
-    dropped: tuple[Tensor, ...]  # d_1 … d_{L−1} = h_l ⊙ m_l; empty without dropout
-    masks: tuple[Tensor, ...]  # m_1 … m_{L−1}; empty without dropout
-
-    def flat(self) -> tuple[Tensor, ...]:
-        return (self.x, *self.weights, *self.hidden, *self.dropped, *self.masks)
-
-    @staticmethod
-    def unflat(tensors: Sequence[Tensor], layers: int, dropout: bool) -> "Saved":
-        """The inverse of :meth:`flat`: ``x``, ``L`` weights, ``L − 1`` hidden outputs, then dropped outputs and masks."""
-        sizes = (1, layers, layers - 1, layers - 1 if dropout else 0, layers - 1 if dropout else 0)
-        parts, start = [], 0
-        for size in sizes:
-            parts.append(tuple(tensors[start : start + size]))
-            start += size
-        (x,), *rest = parts
-        return Saved(x, *rest)
-
-    def W(self, l: int) -> Tensor:
-        return self.weights[l - 1]
-
-    def h(self, l: int) -> Tensor:
-        return self.hidden[l - 1]
-
-    def m(self, l: int) -> Tensor | None:
-        return self.masks[l - 1] if self.masks else None
-
-    def d(self, l: int) -> Tensor:
-        """What layer ``l + 1`` reads: ``x`` for ``l = 0``, ``h_l ⊙ m_l`` with dropout, ``h_l`` without."""
-        return self.x if l == 0 else (self.dropped or self.hidden)[l - 1]
-
-
-#: FeedForward's inputs before the parameters: x, activation, workspace, masks
-_BEFORE_PARAMS = 4
-
-
-class PerInput(NamedTuple):
-    """One entry per input of :class:`FeedForward` that can have a gradient: ``needs_input_grad``, or the gradients."""
-
-    x: Any
-    weights: list  # W_1 … W_L
-    biases: list  # b_1 … b_L
-
-    @staticmethod
-    def of(inputs: Sequence) -> "PerInput":
-        """From FeedForward's input order ``(x, activation, workspace, masks, W_1, b_1, …, W_L, b_L)``."""
-        params = inputs[_BEFORE_PARAMS:]
-        return PerInput(inputs[0], list(params[0::2]), list(params[1::2]))
-
-    def inputs(self) -> tuple:
-        """Back in that order, ``None`` for the activation, the workspace and the masks."""
-        params = (g for pair in zip(self.weights, self.biases) for g in pair)
-        return (self.x, *(None,) * (_BEFORE_PARAMS - 1), *params)
-
-
 class FeedForward(Function):
     """:func:`~src.hand.backprop.forward_pass` and :func:`~src.hand.backprop.backward_pass` as one autograd node.
 
@@ -184,10 +115,11 @@ class FeedForward(Function):
     ) -> tuple[Tensor, ...]:
         if len(params) < 2 or len(params) % 2:
             raise ValueError("FeedForward needs (weight, bias) pairs")
-        check_choice("activation", activation, HIDDEN_ACTIVATIONS)
+        if activation not in HIDDEN_ACTIVATIONS:
+            check_choice("activation", activation, HIDDEN_ACTIVATIONS)  # the one-line refusal
         g = ACTIVATION_FUNCTIONS[activation]
         weights, biases = params[0::2], params[1::2]
-        buf = _buffers(workspace, x, weights, masks is not None)
+        buf = Buffers.fresh(len(weights) - 1) if workspace is None else workspace.buffers(x, weights, masks is not None)
         hidden, dropped = [], []
         d = x  # d₀
         for i, (w, b) in enumerate(zip(weights[:-1], biases[:-1])):  # hidden layer l = i + 1
@@ -214,37 +146,37 @@ class FeedForward(Function):
         ctx.workspace = workspace
         ctx.layers = layers
         ctx.dropout = masks is not None
-        ctx.save_for_backward(*Saved(x, tuple(params[0::2]), hidden, dropped, tuple(masks or ())).flat())
+        # x; W_1 … W_L; h_1 … h_{L−1}; with dropout d_1 … d_{L−1} and m_1 … m_{L−1}
+        ctx.save_for_backward(x, *params[0::2], *hidden, *dropped, *(masks or ()))
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_logits: Tensor | None, *_hidden_grads: None) -> tuple:
-        L = ctx.layers
-        grads = PerInput(None, [None] * L, [None] * L)
+        L, g = ctx.layers, ctx.activation
+        grads = [None] * (2 * L)  # ∂L/∂W_1, ∂L/∂b_1, …, ∂L/∂W_L, ∂L/∂b_L: the parameters' order
         if grad_logits is None:  # the logits were not used (grads are not materialized as zeros)
-            return grads.inputs()
-        s = Saved.unflat(ctx.saved_tensors, L, ctx.dropout)
-        needs = PerInput.of(ctx.needs_input_grad)
-        buf = _buffers(ctx.workspace, s.x, s.weights, ctx.dropout)
+            return (None, None, None, None, *grads)
+        x, *saved = ctx.saved_tensors
+        W = saved[:L]  # W_l at l − 1
+        h = saved[L : 2 * L - 1]  # h_l at l − 1
+        m = saved[3 * L - 2 :] if ctx.dropout else None  # m_l at l − 1
+        d = (x, *(saved[2 * L - 1 : 3 * L - 2] if ctx.dropout else h))  # d_l at l: what layer l + 1 read
+        buf = Buffers.fresh(L - 1) if ctx.workspace is None else ctx.workspace.buffers(x, W, ctx.dropout)
+        needs = ctx.needs_input_grad  # (x, activation, workspace, masks, W_1, b_1, …, W_L, b_L)
+        needs_W, needs_b = needs[4::2], needs[5::2]
         delta = grad_logits  # δ_L: (batch, outputs); autograd's tensor, never written into
-        for l in range(L, 0, -1):  # layer l's entries sit at position l − 1 of grads and needs
-            if needs.weights[l - 1]:
-                grads.weights[l - 1] = delta.t().mm(s.d(l - 1))  # ∂L/∂W_l = δ_lᵀ d_{l−1}: (out_l, in_l)
-            if needs.biases[l - 1]:
-                grads.biases[l - 1] = delta.sum(0)  # ∂L/∂b_l = Σ_batch δ_l: (out_l,)
-            if l > 1:
-                delta = _delta_below(ctx.activation, s, l, delta, buf)  # δ_{l−1}
-        if needs.x:
-            grads = grads._replace(x=delta.mm(s.W(1)))  # ∂L/∂x = δ_1 W_1: (batch, inputs)
-        return grads.inputs()
-
-
-def _delta_below(g: type, s: Saved, l: int, delta: Tensor, buf: Buffers) -> Tensor:
-    """``δ_{l−1} = ((δ_l W_l) ⊙ m_{l−1}) ⊙ g'(h_{l−1})``, in hidden layer ``l − 1``'s buffers (at ``l − 2``)."""
-    grad_d = torch.mm(delta, s.W(l), out=buf.grad_d[l - 2])  # ∂L/∂d_{l−1}: (batch, in_l)
-    if s.masks:  # dropout: ∂L/∂h_{l−1} = ∂L/∂d_{l−1} ⊙ m_{l−1}
-        grad_d = torch.mul(grad_d, s.m(l - 1), out=buf.grad_d[l - 2])
-    return g.derivative(grad_d, s.h(l - 1), out=buf.delta[l - 2])
+        for l in range(L, 0, -1):
+            if needs_W[l - 1]:
+                grads[2 * l - 2] = delta.t().mm(d[l - 1])  # ∂L/∂W_l = δ_lᵀ d_{l−1}: (out_l, in_l)
+            if needs_b[l - 1]:
+                grads[2 * l - 1] = delta.sum(0)  # ∂L/∂b_l = Σ_batch δ_l: (out_l,)
+            if l > 1:  # δ_{l−1} = ((δ_l W_l) ⊙ m_{l−1}) ⊙ g'(h_{l−1}), in hidden layer l − 1's buffers
+                grad_d = torch.mm(delta, W[l - 1], out=buf.grad_d[l - 2])  # ∂L/∂d_{l−1}: (batch, in_l)
+                if m is not None:  # dropout: ∂L/∂h_{l−1} = ∂L/∂d_{l−1} ⊙ m_{l−1}
+                    grad_d = torch.mul(grad_d, m[l - 2], out=buf.grad_d[l - 2])
+                delta = g.derivative(grad_d, h[l - 2], out=buf.delta[l - 2])
+        grad_x = delta.mm(W[0]) if needs[0] else None  # ∂L/∂x = δ_1 W_1: (batch, inputs)
+        return (grad_x, None, None, None, *grads)
 
 
 def feed_forward(

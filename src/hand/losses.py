@@ -301,6 +301,8 @@ class _PenalizedLoss:
         return _PENALTIES[self.regularization](weights, self.alpha)
 
     def _with_penalty(self, loss: Tensor, weights: Iterable[Tensor]) -> Tensor:
+        if self.regularization is None or self.alpha == 0:
+            return loss
         penalty = self.penalty(weights)  # both 0-d and ours: no argument to check
         return loss if penalty is None else Add.apply(loss, penalty)
 
@@ -340,8 +342,13 @@ class CrossEntropyLoss(_PenalizedLoss):
         return super().__call__(y_pred, y_true, weights)
 
     def from_logits(self, logits: Tensor, y_true: Tensor, weights: Iterable[Tensor] = ()) -> Tensor:
-        """Same value as ``self(softmax(logits), y_true, weights)``, computed stably from logits (smoothed by ε)."""
-        return self._with_penalty(softmax_cross_entropy(logits, y_true, self.label_smoothing), weights)
+        """Same value as ``self(softmax(logits), y_true, weights)``, computed stably from logits (smoothed by ε).
+
+        :func:`softmax_cross_entropy` with this loss's ε, which ``__init__`` has checked.
+        """
+        if check_class_target("softmax_cross_entropy", logits, y_true, "logits"):
+            y_true = one_hot_rows(y_true, logits)
+        return self._with_penalty(SoftmaxCrossEntropy.apply(logits, y_true, self.label_smoothing), weights)
 
     def __repr__(self) -> str:  # the course report's repr, and ε only when it smooths
         base = super().__repr__()

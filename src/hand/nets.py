@@ -139,7 +139,6 @@ class FeedForwardNet(nn.Module):
         for name, value in params.items():
             self.register_parameter(name, nn.Parameter(value))
         self.num_layers = len(hidden_layers) + 1
-        self._names = list(params)  # W1, b1, …: in the order FeedForward takes them
         #: the fused node's buffers, reused from one training step to the next; ``None`` (fresh
         #: tensors every call) unless a training loop that runs one forward per backward sets one
         #: (:class:`~src.system.module.MLPClassifier` does during ``fit``)
@@ -150,7 +149,7 @@ class FeedForwardNet(nn.Module):
         return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.num_layers + 1)]
 
     def weights(self) -> list[Tensor]:
-        return [self._parameters[f"W{i}"] for i in range(1, self.num_layers + 1)]
+        return list(self._parameters.values())[0::2]  # W1, b1, W2, b2, …: every other one from W1
 
     def layer_outputs(
         self, x: Tensor, dropout: float = 0.0, generator: torch.Generator | None = None
@@ -179,12 +178,9 @@ class FeedForwardNet(nn.Module):
             x = hand_dropout(x, self.input_dropout, True, gen)
         if not self.fused:
             return self.layer_outputs(x, drop, gen)[0][-1]
-        return self._fused_logits(x, drop, gen)
-
-    def _fused_logits(self, x: Tensor, drop: float, gen: torch.Generator | None) -> Tensor:
-        """The optimization: the chain's logits from one :class:`~src.hand.fused.FeedForward` node."""
-        params = [self._parameters[n] for n in self._names]
-        # buffers only for training steps: an evaluation must not overwrite what a backward needs
+        # the optimization: the chain's logits from one FeedForward node, whose buffers serve
+        # training steps only (an evaluation must not overwrite what a backward needs)
+        params = list(self._parameters.values())  # W1, b1, …: the order FeedForward takes them
         workspace = self.workspace if torch.is_grad_enabled() else None
         masks = None
         if drop:  # (batch, hidden) per hidden layer, drawn in layer order like the chain's

@@ -11,15 +11,8 @@ keeps ``_single_tensor_adam`` beside ``_multi_tensor_adam``:
   (``torch._foreach_*``, fewer kernel launches).
 
 ``foreach`` (default ``True``, what training uses) chooses between them; ``tests/test_optim.py``
-proves them equal to the last bit.  Two ways to apply them:
-
-* :meth:`step` after ``backward``, as every ``torch.optim`` optimizer, over all parameters with a
-  gradient;
-* :meth:`~HandOptimizer.step_in_backward`: each parameter is updated by a hook the moment
-  ``backward`` has accumulated its gradient (``Tensor.register_post_accumulate_grad_hook``, as
-  in PyTorch's tutorial on fusing the optimizer step into the backward pass), while that
-  gradient is still in the cache; the gradient is then dropped, so ``step`` finds nothing left
-  to do.  Only where one process trains: under DDP the gradients must be all-reduced first.
+proves them equal to the last bit.  :meth:`~HandOptimizer.step` applies them after ``backward``, as
+every ``torch.optim`` optimizer, over all parameters with a gradient.
 """
 
 from __future__ import annotations
@@ -30,7 +23,6 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.utils.hooks import RemovableHandle
 
 __all__ = ["HandOptimizer", "GD", "Adam", "OPTIMIZERS", "max_norm_"]
 
@@ -69,53 +61,8 @@ def max_norm_(weight: Tensor, c: float) -> Tensor:
     return weight.mul_(norms.clamp_min_(c).reciprocal_().mul_(c))
 
 
-def _with_grads(group: dict) -> tuple[list[Tensor], list[Tensor]]:
-    params = [p for p in group["params"] if p.grad is not None]
-    return params, [p.grad for p in params]
-
-
 class HandOptimizer(Optimizer):
-    """What GD and Adam share: the closure protocol, the step fused into ``backward``, the ``foreach`` switch."""
-
-    def __init__(self, params: Iterable, defaults: dict) -> None:
-        super().__init__(params, defaults)
-        self._hooks: list[RemovableHandle] = []
-
-    @property
-    def steps_in_backward(self) -> bool:
-        """Whether :meth:`step_in_backward` hooks are attached."""
-        return bool(self._hooks)
-
-    def step_in_backward(self, enable: bool = True) -> None:
-        """Update each parameter from a hook as soon as ``backward`` accumulates its gradient (or stop).
-
-        The hook updates the parameter exactly as :meth:`step` would, then sets ``.grad`` to
-        ``None``: the next ``backward`` hands its fresh gradient to ``.grad`` without a copy, and
-        a :meth:`step` or ``zero_grad`` in between has nothing to do.  Use it only where this
-        process's gradient is final when accumulated: not under DDP (all-reduce comes after) or
-        with gradient accumulation over several backward passes.
-        """
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
-        if not enable:
-            return
-        for group in self.param_groups:
-            for p in group["params"]:
-                self._hooks.append(p.register_post_accumulate_grad_hook(self._hook(group)))
-
-    def _hook(self, group: dict) -> Callable[[Tensor], None]:
-        def hook(p: Tensor) -> None:
-            # backward runs its hooks with gradients off (unless create_graph=True): no no_grad
-            # context to enter for every parameter on every step
-            if torch.is_grad_enabled():
-                with torch.no_grad():
-                    self._update(group, [p], [p.grad])
-            else:
-                self._update(group, [p], [p.grad])
-            p.grad = None
-
-        return hook
+    """What GD and Adam share: the closure protocol and the ``foreach`` switch."""
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
@@ -124,7 +71,11 @@ class HandOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads = _with_grads(group)
+            params, grads = [], []  # the parameters with a gradient, and their gradients
+            for p in group["params"]:
+                if p.grad is not None:
+                    params.append(p)
+                    grads.append(p.grad)
             if params:
                 self._update(group, params, grads)
         return loss
@@ -132,8 +83,8 @@ class HandOptimizer(Optimizer):
     def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         """One update of ``params``: the foreach form if the group says so, else the loop.
 
-        A single parameter (the backward hook's) always takes the loop: a foreach over one tensor
-        is the same arithmetic with only the list's overhead added.
+        A single parameter always takes the loop: a foreach over one tensor is the same arithmetic
+        with only the list's overhead added.
         """
         if group["foreach"] and len(params) > 1:
             self._update_foreach(group, params, grads)
@@ -151,13 +102,10 @@ class HandOptimizer(Optimizer):
         raise NotImplementedError
 
     def __setstate__(self, state: dict) -> None:
-        # Optimizer.__getstate__ keeps defaults, state and param_groups only: a copy or a pickle
-        # starts without hooks (load_state_dict comes here too)
-        super().__setstate__(state)
+        super().__setstate__(state)  # load_state_dict comes here too
         for group in self.param_groups:
             group.setdefault("foreach", True)  # a state saved before the switch existed
             group.setdefault("max_norm", None)  # … or before the max-norm constraint
-        self._hooks = []
 
 
 class GD(HandOptimizer):

@@ -745,22 +745,17 @@ def _net_against_twin(activation: str, x: Tensor, t: Tensor, tol: Optional[tuple
 def _net_lockstep(activation: str, x: Tensor, t: Tensor, as_training: bool) -> Cell:
     """25 steps: our GD on our loss, torch's SGD on torch's loss; the parameters' largest difference.
 
-    ``as_training``: as fit runs them, with the workspace and the step taken inside backward by
-    post-accumulate-grad hooks.
+    ``as_training``: as fit runs them, with the workspace (buffers reused from step to step).
     """
     ours, twin = _nets(activation, torch.float64)
     opt_o, opt_t = HO.GD(ours.parameters(), lr=0.5), torch.optim.SGD(twin.parameters(), lr=0.5)
     if as_training:
         ours.workspace = FF.Workspace()
-        opt_o.step_in_backward()
     for _ in range(STEPS):
         for net, opt, loss in ((ours, opt_o, _loss_ours), (twin, opt_t, _loss_twin)):
             opt.zero_grad()
             loss(net, x, t).backward()
-            if not (as_training and opt is opt_o):  # ours has stepped inside backward
-                opt.step()
-    if as_training:
-        opt_o.step_in_backward(False)
+            opt.step()
     ps_o, ps_t = [p.detach() for p in ours.parameters()], [p.detach() for p in twin.parameters()]
     return _max_diff(ps_o, ps_t, torch.float64, (B,))
 

@@ -11,6 +11,7 @@ Checkpoints are written and read by :class:`src.system.checkpoints.AtomicCheckpo
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any, Callable
 
@@ -86,16 +87,13 @@ class ResumableModelCheckpoint(ModelCheckpoint):
     #: ``(epoch from 0, batches run, batches in the epoch)`` when the last epoch stopped before its end, else None
     unfinished_epoch: tuple[int, int, int] | None = None
 
-    @property
+    @functools.cached_property
     def state_key(self) -> str:
         # the same key as a plain ModelCheckpoint, so checkpoints written before this class resume too.
-        # Cached (public names only): Lightning formats it for every callback hook it dispatches, twice
-        # per training step, from arguments fixed in __init__; with the cached signature of
-        # MLPClassifier.training_step about 1.7 % of the baseline's step (BENCHMARKS.md)
-        key = self.__dict__.get("_cached_state_key")
-        if key is None:
-            key = self._cached_state_key = super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
-        return key
+        # Computed once (public names only): Lightning reads it for every callback hook it dispatches,
+        # several times per training step, and it depends only on arguments fixed in __init__; with
+        # the cached signature of MLPClassifier.training_step about 1.7 % of the baseline's step (BENCHMARKS.md)
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self.unfinished_epoch = None

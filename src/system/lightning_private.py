@@ -1,4 +1,4 @@
-"""Every private name of Lightning (and the one of torch) that this project touches, in one place.
+"""Every private name of Lightning that this project touches, in one place.
 
 Written and tested against ``lightning`` 2.6.6, the pinned version; :data:`TESTED` admits the later
 2.6 patch releases (``2.6.6 <= version``, release below 2.7).  Outside that range a use takes the
@@ -6,10 +6,6 @@ public path where one exists, otherwise it warns once, naming what is no longer 
 leaves Lightning's own behaviour: never a silently different count or file.  An upgrade of
 Lightning breaks here, in one place.  What each use touches, why, and what it saves:
 
-* ``LightningOptimizer._on_before_step`` / ``_on_after_step`` (:func:`counted_step`): the fast
-  path's raw step is still counted in ``trainer.global_step`` (Lightning issue 17281).  Saves 4.5 %
-  of the baseline's training step against the public ``LightningOptimizer.step``, its
-  replacement outside the range.
 * ``ModelCheckpoint._should_skip_saving_checkpoint``, ``_should_save_on_train_epoch_end``,
   ``_last_checkpoint_saved``, ``_last_global_step_saved``, ``_save_last_checkpoint``,
   ``_monitor_candidates`` (:func:`last_checkpoint_due`, :func:`last_checkpoint_saved`,
@@ -21,11 +17,12 @@ Lightning breaks here, in one place.  What each use touches, why, and what it sa
 * ``DDPStrategy._start_method`` (:func:`ddp_start_method`): ``fit`` refuses ``ddp_spawn`` /
   ``ddp_fork`` before training, as their processes end before the after-fit report.  Outside: a
   warning, and the strategy taken for ``ddp``.
-* torch's ``Optimizer._opt_called`` (:func:`mark_stepped`): no "``lr_scheduler.step()`` before
-  ``optimizer.step()``" warning when every update ran inside ``backward``.
 
-Measured, each inside the noise (BENCHMARKS.md, "Lightning's private names: what each saves";
-``bench/step_ab.py --ab NAME`` switches each to measure it again).  Medians of 16 fits, the
+The training step uses none: Lightning's raw-step counter (``LightningOptimizer._on_before_step`` /
+``_on_after_step``) and torch's ``Optimizer._opt_called`` went with the step inside ``backward``
+(issue 25; BENCHMARKS.md).  Three more levers on the step, measured, each inside the noise
+(BENCHMARKS.md, "Lightning's private names: what each saves"; ``bench/step_ab.py --ab NAME``
+switches each to measure it again).  Medians of 16 fits, the
 quartiles in brackets, against an A/A run of −0.6 % [−2.0, +1.4]:
 
 * ``MLPClassifier.__setattr__`` storing Lightning's ``_current_fx_name`` (set 22 times a step)
@@ -40,19 +37,16 @@ stay, in ``callbacks.py`` and ``module.py``, not here.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Optional
 
 import lightning
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 from packaging.version import Version
-from torch.optim import Optimizer
 
 __all__ = [
-    "TESTED", "in_tested_range", "counted_step", "last_checkpoint_due", "last_checkpoint_saved",
-    "save_last_checkpoint", "initial_hparams", "ddp_start_method", "mark_stepped",
+    "TESTED", "in_tested_range", "last_checkpoint_due", "last_checkpoint_saved",
+    "save_last_checkpoint", "initial_hparams", "ddp_start_method",
 ]  # fmt: skip
 
 #: the Lightning versions these uses were written and tested against: from ``TESTED[0]``, releases below ``TESTED[1]``
@@ -85,29 +79,6 @@ def _outside(what: str) -> bool:
             stacklevel=3,
         )
     return True
-
-
-# --------------------------------------------------------------- the step count
-def counted_step(lightning_opt: LightningOptimizer, update: Optional[Callable[[], Any]] = None) -> None:
-    """One optimizer step that Lightning counts (``trainer.global_step``), on the one-process fast path.
-
-    ``update`` is the raw optimizer's ``step`` (``None`` when each parameter was updated inside
-    ``backward``).  Lightning counts manual-optimization steps in two callbacks that its loop hands
-    the ``LightningOptimizer`` before every ``training_step``; its public ``step`` calls them around
-    the strategy's ``optimizer_step``, which runs the precision plugin, a closure, the
-    ``on_before_optimizer_step`` hooks of every callback and the raw optimizer's own step wrappers.
-    Here the two callbacks are called around the raw step alone: 4.5 % of the baseline's step
-    (median of 16 interleaved fits, quartiles 3.4 to 5.4 %, faster in all 16; the A/A run's
-    quartiles −2.0 to +1.4 %).  Outside :data:`TESTED`: the public ``lightning_opt.step()``, which
-    calls the raw ``step`` itself (finding no gradient left after an update inside ``backward``).
-    """
-    if not in_tested_range():
-        lightning_opt.step()
-        return
-    lightning_opt._on_before_step()
-    if update is not None:
-        update()
-    lightning_opt._on_after_step()
 
 
 # ----------------------------------------------------- last.ckpt after every save
@@ -157,15 +128,3 @@ def ddp_start_method(strategy: Strategy) -> str:
     if _outside("fit cannot tell ddp_spawn / ddp_fork from ddp, whose processes end before the after-fit report"):
         return "popen"
     return strategy._start_method
-
-
-# ----------------------------------------------------------------------- torch's
-def mark_stepped(optimizer: Optimizer) -> None:
-    """Tell torch's LR scheduler that the optimizer stepped (our GD/Adam may update inside ``backward``).
-
-    ``LRScheduler`` wraps ``optimizer.step`` to set ``optimizer._opt_called`` and warns on its first
-    ``step()`` if the flag is missing; when every update ran in the post-accumulate-grad hooks
-    (:meth:`src.hand.optim.HandOptimizer.step_in_backward`) that ``step`` never ran.  Read by
-    torch 2.x's ``LRScheduler.step`` (tested with 2.14); a later torch that drops it ignores it.
-    """
-    optimizer._opt_called = True

@@ -40,7 +40,6 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..data.idx import NUM_CLASSES
 from ..hand import losses as HL
-from . import lightning_private
 from .checkpoints import check_state_shapes
 from .config import check_gradient_steps
 from ..hand.checks import check_choice
@@ -50,7 +49,7 @@ from ..hand.functional import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from ..hand.fused import Workspace
 from .metrics import build_report, report_metrics
 from ..hand.nets import FeedForwardNet, SequentialNet
-from ..hand.optim import OPTIMIZERS, HandOptimizer, max_norm_
+from ..hand.optim import OPTIMIZERS, max_norm_
 from .callbacks import epoch_finished
 
 __all__ = ["MLPClassifier"]
@@ -184,10 +183,6 @@ class MLPClassifier(pl.LightningModule):
         # calls, which cost about as much as this small net's whole step on 2 CPU cores
         # (BENCHMARKS.md); the step is written out in `training_step` instead.
         self.automatic_optimization = False
-        # set by on_train_start: the optimizer (Lightning's wrapper and the raw one) and whether the
-        # step runs the fast path (plain backward, the raw optimizer) or through manual_backward
-        self._lightning_optimizer = self._optimizer = None
-        self._plain_backward = False
 
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -221,8 +216,7 @@ class MLPClassifier(pl.LightningModule):
         ``LightningModule.clip_gradients`` (after the precision plugin has unscaled the gradients);
         with accumulation each loss is divided by ``k = accumulate_grad_batches`` and the optimizer
         steps after every k-th batch and after the epoch's last batch (a shorter last window keeps
-        the 1/k), as Lightning's automatic optimization does.  The fast path's step inside backward
-        stands aside for both: clipping needs all gradients first, and accumulation several passes.
+        the 1/k), as Lightning's automatic optimization does.
         """  # fmt: skip
         check_gradient_steps(gradient_clip_val, gradient_clip_algorithm, accumulate_grad_batches)
         self.gradient_clip_val = gradient_clip_val or None
@@ -285,36 +279,23 @@ class MLPClassifier(pl.LightningModule):
         torch.set_flush_denormal(True)
 
     def on_train_start(self) -> None:
-        # The fast path, where it is exact: one fp32 process (no all-reduce between backward and
-        # step, no precision plugin scaling or casting the loss).  There the hand-derived node
-        # reuses its buffers from step to step, and our optimizers update each parameter inside
-        # backward (BENCHMARKS.md); elsewhere (DDP, other precisions) the step goes through
-        # Lightning's `manual_backward`, which DDP needs.
+        # The hand-derived node writes its tensors into buffers reused from step to step where one
+        # fp32 process trains (no precision plugin casting inside it; BENCHMARKS.md: what they save).
         trainer = self.trainer
-        self._lightning_optimizer = self.optimizers()
-        self._optimizer = self.optimizers(use_pl_optimizer=False)
-        self._plain_backward = (
-            isinstance(trainer.strategy, SingleDeviceStrategy) and type(trainer.precision_plugin) is Precision
-        )
-        if self._plain_backward and isinstance(self.net, FeedForwardNet):
+        plain = isinstance(trainer.strategy, SingleDeviceStrategy) and type(trainer.precision_plugin) is Precision
+        if plain and isinstance(self.net, FeedForwardNet):
             self.net.workspace = Workspace()
-        alone = self.gradient_clip_val is None and self.accumulate_grad_batches == 1  # the step needs nothing else
-        if self._plain_backward and alone and isinstance(self._optimizer, HandOptimizer):
-            self._optimizer.step_in_backward()
 
     def on_train_end(self) -> None:
-        self._leave_fast_path()
+        self._drop_workspace()
 
     def on_exception(self, exception: BaseException) -> None:
-        self._leave_fast_path()
+        self._drop_workspace()
 
-    def _leave_fast_path(self) -> None:
-        """Back to fresh tensors and a plain ``step`` (evaluation, tests and a later ``fit`` start clean)."""
+    def _drop_workspace(self) -> None:
+        """Back to fresh tensors (evaluation, tests and a later ``fit`` start clean)."""
         if isinstance(self.net, FeedForwardNet):
             self.net.workspace = None
-        opt = getattr(self, "_optimizer", None)
-        if isinstance(opt, HandOptimizer):
-            opt.step_in_backward(False)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
@@ -322,19 +303,31 @@ class MLPClassifier(pl.LightningModule):
         self._loss_count = 0
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        """The course report's loop in Lightning's manual optimization: forward, loss, backward, step.
+
+        With ``k = accumulate_grad_batches`` each loss is divided by k and the optimizer steps after
+        every k-th batch and the epoch's last, as Lightning's manual-optimization docs accumulate;
+        the clip is :meth:`on_before_optimizer_step`'s.
+        """
         x, onehot, labels = batch
-        # Manual optimization (see __init__): the whole step written out.
-        loss, _ = self.compute_loss(x, onehot, labels)
+        opt = self.optimizers()
+        logits = self.net.logits(x)  # forward
+        loss = self.loss_from_logits(logits, onehot, labels, self.net.weights())  # loss
         detached = loss.detach()
         if not torch.isfinite(detached):  # before backward: no NaN ever reaches the weights
             self._diverged(f"the training loss is {detached.item()}")
-        stepped = self._backward_and_step(loss, batch_idx)
-        if stepped and self._twin_max_norm:  # torch.optim has no max-norm: the same projection after its step
-            with torch.no_grad():
-                for w in self.net.weights():
-                    max_norm_(w, self._twin_max_norm)
-        if stepped and self.averaged is not None:  # θ̄ ← d θ̄ + (1 − d) θ, after every optimizer step
-            self.averaged.update_parameters(self.net)
+        k = self.accumulate_grad_batches
+        self.manual_backward(loss / k if k > 1 else loss)  # backward (DDP all-reduces, AMP scales)
+        stepped = (batch_idx + 1) % k == 0 or batch_idx + 1 >= self.trainer.num_training_batches
+        if stepped:
+            opt.step()  # the update (the precision plugin unscales, on_before_optimizer_step clips)
+            opt.zero_grad()
+            if self._twin_max_norm:  # torch.optim has no max-norm: the same projection after its step
+                with torch.no_grad():
+                    for w in self.net.weights():
+                        max_norm_(w, self._twin_max_norm)
+            if self.averaged is not None:  # θ̄ ← d θ̄ + (1 − d) θ, after every optimizer step
+                self.averaged.update_parameters(self.net)
         self._loss_sum.add_(detached * len(x))
         self._loss_count += len(x)
         # `self.log` costs about a millisecond per call here (Lightning moves its result
@@ -351,54 +344,14 @@ class MLPClassifier(pl.LightningModule):
     # (inspect rebuilds it each time otherwise): public names only
     training_step.__signature__ = inspect.signature(training_step)
 
-    def _backward_and_step(self, loss: Tensor, batch_idx: int) -> bool:
-        """Backward, and the optimizer step where an accumulation window ends; whether it stepped.
-
-        Windows of ``k = accumulate_grad_batches`` batches (1: every batch): the gradients are
-        zeroed at a window's first batch, each loss is divided by k, and the window's last batch,
-        or the epoch's, steps (after the clip, :meth:`configure_gradient_steps`).
-        """
-        # The raw optimizer and a plain backward: in one fp32 process Lightning's wrappers
-        # (strategy, precision plugin, closure, their hooks) add nothing but time.  Lightning
-        # still counts the step (trainer.global_step, which checkpoints, logging and resume
-        # rely on): `counted_step` calls its counter around the raw step (lightning_private).
-        lightning_opt, opt = self._lightning_optimizer, self._optimizer
-        if self._plain_backward and isinstance(opt, HandOptimizer) and opt.steps_in_backward:  # k = 1, no clip
-            loss.backward()  # each parameter is updated as its gradient arrives, and .grad dropped
-            lightning_private.counted_step(lightning_opt)
-            return True
-        k = self.accumulate_grad_batches
-        first = batch_idx % k == 0
-        last = (batch_idx + 1) % k == 0 or batch_idx + 1 >= self.trainer.num_training_batches
-        if k > 1:
-            loss = loss / k
-        if not self._plain_backward:
-            opt = lightning_opt or self.optimizers()
-            if first:
-                opt.zero_grad()
-            self.manual_backward(loss)  # the strategy's backward: DDP all-reduces the gradients
-            if last:
-                opt.step()  # the precision plugin unscales, calls on_before_optimizer_step (the clip), steps
-            return last
-        if first:
-            opt.zero_grad()
-        loss.backward()
-        if last:  # the clip, then the raw step (outside the tested range: Lightning's step, which clips in the hook below)
-            lightning_private.counted_step(lightning_opt, lambda: (self._clip(opt), opt.step()))
-        return last
-
     def on_before_optimizer_step(self, optimizer) -> None:
-        # Lightning's optimizer step (the path through manual_backward) calls this after the
-        # precision plugin has unscaled the gradients and right before the update: the clip's place.
-        self._clip(optimizer)
-
-    def _clip(self, optimizer) -> None:
-        if self.gradient_clip_val is not None:  # Lightning's public clipping (the precision plugin's)
+        # Lightning's optimizer step calls this after the precision plugin has unscaled the
+        # gradients and right before the update: the clip's place (Lightning's public clipping).
+        if self.gradient_clip_val is not None:
             self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
 
     def _diverged(self, what: str) -> NoReturn:
-        opt = self._optimizer or self.optimizers(use_pl_optimizer=False)
-        lr = opt.param_groups[0]["lr"]
+        lr = self.optimizers(use_pl_optimizer=False).param_groups[0]["lr"]
         raise DivergenceError(
             f"training diverged: {what} at step {self.trainer.global_step} (epoch {self.trainer.current_epoch}) "
             f"with learning rate {lr:g}; stopped without saving a checkpoint (the previous ones are "
@@ -422,8 +375,6 @@ class MLPClassifier(pl.LightningModule):
         self.log("time/epoch_s", now - self._epoch_start, sync_dist=True)
         scheduler = self.lr_schedulers()
         if scheduler is not None:  # manual optimization steps its schedulers itself
-            if self._loss_count:  # the raw step may never have run: every update was inside backward
-                lightning_private.mark_stepped(scheduler.optimizer)
             scheduler.step()
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
