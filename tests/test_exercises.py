@@ -17,8 +17,11 @@ from src import verify
 from src.hand import backprop as HB
 from src.hand import functional as HF
 from src.hand import losses as HL
+from src.hand import norm as HN
 from src.hand import optim as HO
-from src.instruments.exercises import END, EXERCISES, START, _adam_reference, _recursion, _trajectory
+from src.instruments.exercises import (END, EXERCISES, START, _adam_reference, _closed_dx, _ln_dx, _recursion,
+                                       _trajectory, _walk_dx)  # fmt: skip
+from tests.test_derivations import _anchors
 
 ROOT = Path(__file__).resolve().parents[1]
 STUBS = ROOT / "exercises"
@@ -47,6 +50,35 @@ RIGHT = {
         m_hat = m / (1 - beta1**t)
         v_hat = v / (1 - beta2**t)
         p.addcdiv_(m_hat, v_hat.sqrt().add_(eps), value=-lr)
+    """,
+    "batchnorm_staged": """
+        dbeta = g.sum(0)
+        dgamma = (g * x_hat).sum(0)
+        dx_hat = g * gamma
+        dvar = (dx_hat * x_mu).sum(0) * -0.5 * inv_std**3
+        dmean_via_x_hat = (dx_hat * -inv_std).sum(0)
+        dmean_via_var = dvar * (-2.0 / B) * x_mu.sum(0)
+        dmean = dmean_via_x_hat + dmean_via_var
+        dx = dx_hat * inv_std + dvar * 2.0 * x_mu / B + dmean / B
+    """,
+    "batchnorm": """
+        mean = x.mean(0)
+        var = ((x - mean) ** 2).mean(0)
+        inv_std = 1 / torch.sqrt(var + eps)
+        x_hat = (x - mean) * inv_std
+        dbeta = g.sum(0)
+        dgamma = (g * x_hat).sum(0)
+        dx = (gamma * inv_std / B) * (B * g - dbeta - x_hat * dgamma)
+    """,
+    "layernorm": """
+        mean = x.mean(1, keepdim=True)
+        var = ((x - mean) ** 2).mean(1, keepdim=True)
+        inv_std = 1 / torch.sqrt(var + eps)
+        x_hat = (x - mean) * inv_std
+        g_hat = g * gamma
+        dx = (inv_std / F) * (F * g_hat - g_hat.sum(1, keepdim=True) - x_hat * (g_hat * x_hat).sum(1, keepdim=True))
+        dgamma = (g * x_hat).sum(0)
+        dbeta = g.sum(0)
     """,
 }
 
@@ -104,6 +136,48 @@ WRONG = [
     ("sigmoid", "return grad.mul_(1 - y).mul_(y)", "FAIL: Sigmoid.backward wrote into grad"),
     ("adam", RIGHT["adam"].replace("addcmul_(g, g, value=1 - beta2)", "add_(g, alpha=1 - beta2)"),
      "likely: not finite: a square root of a negative number"),
+    # batch norm through the graph: the first wrong intermediate, and the hint for it
+    ("batchnorm_staged", RIGHT["batchnorm_staged"].replace("dbeta = g.sum(0)", "dbeta = g.mean(0)"),
+     "FAIL: the first wrong gradient is dbeta"),
+    ("batchnorm_staged", RIGHT["batchnorm_staged"].replace("dx_hat = g * gamma", "dx_hat = g"),
+     "likely: γ forgotten: ∂L/∂x̂ = g"),
+    ("batchnorm_staged", RIGHT["batchnorm_staged"].replace("inv_std**3", "inv_std"),
+     "likely: (σ² + ε)^(−½) for (σ² + ε)^(−3/2)"),
+    ("batchnorm_staged", RIGHT["batchnorm_staged"].replace("* -0.5 *", "* 0.5 *"), "dvar             ∂L/∂σ²              FAIL"),
+    ("batchnorm_staged", RIGHT["batchnorm_staged"].replace("(dx_hat * x_mu).sum(0)", "(dx_hat * x_mu).sum(0, keepdim=True)"),
+     "FAIL: dvar has the wrong shape"),
+    ("batchnorm_staged", RIGHT["batchnorm_staged"].replace("(dx_hat * -inv_std)", "(dx_hat * inv_std)"),
+     "FAIL: the first wrong gradient is dmean_via_x_hat"),
+    ("batchnorm_staged", RIGHT["batchnorm_staged"].replace(" + dmean / B", ""), "likely: the path through μ left out"),
+    ("batchnorm_staged", RIGHT["batchnorm_staged"].replace(" + dmean / B", " + dmean"),
+     "likely: a missing 1/B in the path through μ"),
+    ("batchnorm_staged", RIGHT["batchnorm_staged"].replace("2.0 * x_mu / B", "2.0 * x_mu / (B - 1)"),
+     "likely: B − 1 for B in the path through σ² (the unbiased variance)"),
+    # batch norm in one expression: the classic wrong answers of the simplification
+    ("batchnorm", RIGHT["batchnorm"].replace("(B * g - dbeta - x_hat * dgamma)", "(B * g - x_hat * dgamma)"),
+     "likely: the mean term dropped"),
+    ("batchnorm", RIGHT["batchnorm"].replace("(B * g - dbeta - x_hat * dgamma)", "(B * g - dbeta)"),
+     "likely: the Σ(g·x̂) term dropped"),
+    ("batchnorm", RIGHT["batchnorm"].replace("var = ((x - mean) ** 2).mean(0)", "var = x.var(0)"),
+     "likely: the unbiased variance (÷ (B − 1)) in x̂"),
+    ("batchnorm", RIGHT["batchnorm"].replace("(gamma * inv_std / B)", "(inv_std / B)"), "likely: γ forgotten"),
+    ("batchnorm", RIGHT["batchnorm"].replace("(gamma * inv_std / B)", "(gamma * inv_std)"), "likely: a missing 1/B"),
+    ("batchnorm", RIGHT["batchnorm"].replace("(gamma * inv_std / B) * (B * g - dbeta - x_hat * dgamma)",
+                                             "gamma * inv_std * (g - dbeta - x_hat * dgamma)"),
+     "likely: a missing 1/B on the two sums"),
+    ("batchnorm", RIGHT["batchnorm"].replace("dbeta = g.sum(0)", "dbeta = g"), "↳ a missing sum over the batch"),
+    # a wrong coefficient on a term: not a named mistake, the residual says which term
+    ("batchnorm", RIGHT["batchnorm"].replace("- dbeta -", "- 2 * dbeta -"),
+     "likely: ∂L/∂x is off by the same amount in every row of a column (feature): the mean term"),
+    # layer norm: γ inside the sums, the statistics per row
+    ("layernorm", RIGHT["layernorm"].replace("g_hat = g * gamma", "g_hat = g").replace("dx = (inv_std / F)",
+                                                                                        "dx = gamma * (inv_std / F)"),
+     "likely: γ outside the sums (batch norm's form)"),
+    ("layernorm", RIGHT["layernorm"].replace("dgamma = (g * x_hat).sum(0)", "dgamma = (g * x_hat).sum(1)"),
+     "↳ summed over the wrong dimension"),
+    ("layernorm", RIGHT["layernorm"].replace("var = ((x - mean) ** 2).mean(1, keepdim=True)",
+                                             "var = x.var(1, keepdim=True)"),
+     "likely: the unbiased variance (÷ (F − 1)) in x̂"),
 ]
 
 
@@ -134,7 +208,8 @@ def at_root(monkeypatch):
 def test_every_stub_has_an_entry_and_the_projects_name():
     assert sorted(p.stem for p in STUBS.glob("*.py")) == sorted(EXERCISES)
     project = {"Sigmoid": HF.Sigmoid, "Tanh": HF.Tanh, "Linear": HF.Linear, "SoftmaxCrossEntropy": HL.SoftmaxCrossEntropy,
-               "backward_pass": HB.backward_pass, "Adam": HO.Adam}  # fmt: skip
+               "backward_pass": HB.backward_pass, "Adam": HO.Adam, "batch_norm_graph_walk": HN.batch_norm_graph_walk,
+               "batch_norm_backward": HN.batch_norm_backward, "layer_norm_backward": HN.layer_norm_backward}  # fmt: skip
     for name, ex in EXERCISES.items():
         spec = importlib.util.spec_from_file_location(f"stub_{name}", STUBS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
@@ -147,7 +222,7 @@ def test_every_stub_has_an_entry_and_the_projects_name():
             assert list(inspect.signature(ours).parameters) == list(inspect.signature(theirs).parameters), name
         text = (STUBS / f"{name}.py").read_text()
         assert text.count(START) == 1 and text.count(END) == 1 and "NotImplementedError" in text
-        assert f"python -m src.verify --exercise {name}" in text and "docs/derivations.md#" + ex.section in text
+        assert f"python -m src.verify --exercise {name}" in text and ex.doc in text
 
 
 @pytest.mark.parametrize("name", list(EXERCISES))
@@ -277,3 +352,51 @@ def test_the_recognised_mistakes_are_computed_by_the_right_code_switched():
     delta = torch.randn(6, 3, generator=gen, dtype=torch.float64)
     ours, project = _recursion(delta, weights, tape, "tanh"), HB.backward_pass(delta, weights, tape, "tanh")
     assert torch.equal(ours.x, project.x) and all(torch.equal(a, b) for a, b in zip(ours.W + ours.b, project.W + project.b))
+
+
+def test_every_exercise_links_a_heading_of_its_page_and_the_readme_lists_them_in_order():
+    """The stub's and the checker's link (``ex.doc``) is a real heading; exercises/README.md's table is EXERCISES in order."""
+    for name, ex in EXERCISES.items():
+        assert ex.section in _anchors((ROOT / ex.page).read_text(encoding="utf-8")), (name, ex.doc)
+    readme = (STUBS / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| \[`(\w+)`\]\((\w+)\.py\) \|.*\(\.\./([\w/.]+#[\w-]+)\) \|$", readme, re.M)
+    assert [(int(n), a, b) for n, a, b, _ in rows] == [(i, e, e) for i, e in enumerate(EXERCISES, 1)]
+    assert [link for *_, link in rows] == [ex.doc for ex in EXERCISES.values()]
+
+
+def test_batchnorm_staged_grades_node_by_node_in_the_walks_order(capsys, tmp_path):
+    """The report lists every intermediate in the order of the walk; only the first wrong one gets the diagnosis."""
+    path = fill("batchnorm_staged", RIGHT["batchnorm_staged"].replace("dx_hat = g * gamma", "dx_hat = g"), tmp_path)
+    _, out, _ = run(capsys, "--exercise", str(path))
+    values = out.split("values (float64", 1)[1].splitlines()[1:]
+    graded = [l for l in values if l.startswith("  ") and not l.lstrip().startswith("↳")]
+    assert [l.split()[0] for l in graded] == list(HN.batch_norm_graph_walk(*_bn_args()))  # every key, the walk's order
+    assert [l.split()[0] for l in graded if "FAIL" in l] == ["dx_hat", "dvar", "dmean_via_x_hat", "dmean", "dx"]
+    assert out.count("↳ likely:") == 1 and "FAIL: the first wrong gradient is dx_hat" in out
+
+
+def test_the_fourth_term_left_out_is_right(capsys, tmp_path):
+    """Σ_b (x − μ) = 0: a walk that writes the term through σ² into μ as 0 passes, and the report says why it is 0."""
+    code = RIGHT["batchnorm_staged"].replace("dvar * (-2.0 / B) * x_mu.sum(0)", "torch.zeros_like(dvar)")
+    code = code.replace("dmean = dmean_via_x_hat + dmean_via_var", "dmean = dmean_via_x_hat")
+    status, out, _ = run(capsys, "--exercise", str(fill("batchnorm_staged", code, tmp_path)))
+    assert status == 0, out
+    assert "dmean_via_var" in out and 'the "fourth term": 0 up to rounding, because Σ_b (x − μ) = 0' in out
+
+
+def _bn_args() -> tuple:
+    gen = torch.Generator().manual_seed(0)
+    x, gamma = torch.randn(6, 5, generator=gen, dtype=torch.float64) * 2 + 1, torch.rand(5, generator=gen, dtype=torch.float64) + 0.5
+    return torch.randn(6, 5, generator=gen, dtype=torch.float64), x, gamma, 1e-5
+
+
+def test_the_normalizations_wrong_answers_are_the_right_code_switched():
+    """Off, each switch of the wrong-answer helpers gives the project's ∂L/∂x (so a mistake differs only by its switch)."""
+    g, x, gamma, eps = args = _bn_args()
+    walk = HN.batch_norm_graph_walk(*args)
+    close = lambda a, b: torch.allclose(a, b, rtol=1e-12, atol=1e-14)  # noqa: E731
+    assert close(_walk_dx(*args, walk), walk["dx"])
+    assert close(_closed_dx(*args), HN.batch_norm_backward(*args)[0])
+    assert close(_ln_dx(*args), HN.layer_norm_backward(*args)[0])
+    for mistake in ("no mean term", "no x̂ term", "no gamma", "no 1/B", "no 1/B on the sums"):
+        assert not close(_closed_dx(*args, mistake=mistake), walk["dx"]), mistake

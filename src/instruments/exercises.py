@@ -22,7 +22,10 @@ that fails:
 Adding an exercise is one stub file and one entry of :data:`EXERCISES`: a
 :class:`FunctionExercise` for any ``torch.autograd.Function`` (give it a
 :class:`~src.instruments.verification.FunctionSpec`: the project's class, the PyTorch reference,
-the inputs), with its hints and its classic mistakes (:class:`Mistake`).
+the inputs), with its hints and its classic mistakes (:class:`Mistake`); a
+:class:`NormBackwardExercise` for a backward written as a function that returns its gradients by
+name (batch norm's graph walk and closed form, layer norm), graded one by one in the derivation's
+order, the first wrong one diagnosed.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import math
 import os
 import textwrap
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -44,12 +47,13 @@ from torch import Tensor
 from ..hand import backprop as HB
 from ..hand import functional as HF
 from ..hand import losses as HL
+from ..hand import norm as HN
 from ..hand import optim as HO
-from .verification import (B, COLUMNS, SIZES, SPECS, TOL, FunctionSpec, Row, _n, _net_params, _off_zero, _sizes,
+from .verification import (B, COLUMNS, NORM_EPS, SIZES, SPECS, TOL, FunctionSpec, Row, _n, _net_params, _off_zero, _sizes,
                            _torch_net, check_function, check_optimizer, compare_hint)  # fmt: skip
 
-__all__ = ["EXERCISES", "Exercise", "ExerciseInputError", "FunctionExercise", "Mistake", "Outcome",
-           "check_exercise", "hints", "resolve", "solution"]  # fmt: skip
+__all__ = ["EXERCISES", "Exercise", "ExerciseInputError", "FunctionExercise", "Mistake", "NormBackwardExercise",
+           "Outcome", "check_exercise", "hints", "resolve", "solution"]  # fmt: skip
 
 START, END = "# ---- your code: start ----", "# ---- your code: end ----"
 DOCS = "docs/derivations.md"
@@ -101,14 +105,15 @@ class Exercise:
     symbol: str  # what the stub defines: the same name as the project's piece
     write: str  # what the learner writes, for "not written yet"
     teaches: str  # one line, for the README and the listing
-    section: str  # the anchor in docs/derivations.md
+    section: str  # the anchor in ``page``
     solution: Sequence[Callable]  # the project's code for the piece: --solution prints their source
     hints: Sequence[str]  # --hint 1, 2, …: a nudge first, then the derivation's key step
     mistakes: Sequence[Mistake] = ()
+    page: str = DOCS  # the page that derives it (batch norm's: docs/batchnorm.md)
 
     @property
     def doc(self) -> str:
-        return f"{DOCS}#{self.section}"
+        return f"{self.page}#{self.section}"
 
     def check(self, obj: Any, ctx: "_Context") -> list[str]:
         """The report's lines for the learner's ``obj``; :class:`_Stop` at the first stage that fails (each kind defines it)."""
@@ -191,6 +196,8 @@ def _shape_problem(got: Any, expected: tuple[int, ...], batch: int, name: str) -
                 f"so its gradient is their sum over dim 0")  # fmt: skip
     if len(expected) == 1 and g == (batch,) and expected != (batch,):
         return "summed over the wrong dimension: over the features (dim 1); the sum runs over the batch (dim 0)"
+    if g == (1, *expected):
+        return "a kept dimension of size 1 (keepdim=True?): the gradient has the shape of what it is the gradient of"
     if g == () and expected != ():
         return "a scalar: summed over every dimension; keep the ones of the input's shape"
     return f"wrong shape: the gradient of {of} has {of}'s shape"
@@ -644,6 +651,133 @@ class OptimizerExercise(Exercise):
         return lines
 
 
+# ------------------------------------------------ batch norm and layer norm (src/hand/norm.py)
+def _as_gradients(res: Any, keys: Sequence[str], returns: Sequence[str]) -> Optional[dict[str, Any]]:
+    """The learner's result by name: a dict with ``keys`` (the graph walk), or a tuple in the order ``returns``."""
+    if isinstance(res, dict):
+        return {k: res[k] for k in keys} if all(k in res for k in keys) else None
+    if isinstance(res, (tuple, list)) and len(res) == len(returns) and set(keys) <= set(returns):
+        return dict(zip(returns, res))
+    return None
+
+
+def _wrap_norm_backward(fn: Callable, forward: Callable, returns: Sequence[str]) -> type:
+    """A Function with the project's ``forward`` (``x, γ, β, ε``) whose backward is the learner's ``fn(g, x, γ, ε)``.
+
+    So the learner's backward runs through :func:`check_function` (gradcheck, gradgradcheck, fp32,
+    fp64, extreme) as the project's normalization does.
+    """
+    from torch.autograd import Function
+
+    def forward_(ctx, x, gamma, beta, eps):
+        ctx.save_for_backward(x, gamma)
+        ctx.eps = eps
+        return forward(x, gamma, beta, eps)
+
+    def backward(ctx, grad):  # twice differentiable when fn recomputes x̂ from x with torch ops, as the stubs do
+        x, gamma = ctx.saved_tensors
+        d = _as_gradients(fn(grad, x, gamma, ctx.eps), ("dx", "dgamma", "dbeta"), returns)
+        return d["dx"], d["dgamma"], d["dbeta"], None
+
+    return type(f"Your_{getattr(fn, '__name__', 'backward')}", (Function,),
+                {"forward": staticmethod(forward_), "backward": staticmethod(backward)})  # fmt: skip
+
+
+def _term_hint(d: Tensor, x_hat: Tensor, dim: int) -> str:
+    """Which term of ∂L/∂x the difference ``d`` (yours − right) lies along: the mean term or the x̂ term (docs/batchnorm.md §4)."""
+    size = float(d.abs().max())
+    along = "every row of a column (feature)" if dim == 0 else "every feature of a row"
+    if float((d - d.mean(dim, keepdim=True)).abs().max()) <= 1e-6 * size:
+        return (f"∂L/∂x is off by the same amount in {along}: the mean term −(1/N) Σ ĝ (the path through μ) is missing "
+                "or wrong")  # fmt: skip
+    c = (d * x_hat).sum(dim, keepdim=True) / (x_hat * x_hat).sum(dim, keepdim=True)
+    if float((d - c * x_hat).abs().max()) <= 1e-6 * size:
+        return f"∂L/∂x is off by a multiple of x̂ in {along}: the term −(1/N) x̂ Σ(ĝ·x̂) (the path through σ²) is missing or wrong"
+    return ""
+
+
+@dataclass(kw_only=True)
+class NormBackwardExercise(Exercise):
+    """A normalization's backward as a function ``(g, x, gamma, eps) → gradients``, as ``src/hand/norm.py`` writes it.
+
+    ``outputs`` are ``(key, label)`` in the order the derivation computes them; the learner
+    returns a dict with these keys (the graph walk's intermediates, as
+    :func:`~src.hand.norm.batch_norm_graph_walk`) or a tuple in the order ``returns`` (as
+    :func:`~src.hand.norm.batch_norm_backward`).  Each is compared with ``reference`` (the project's
+    function), nn-zero-to-hero's ``cmp`` one line each, and the FIRST wrong one is diagnosed: the
+    ones above it are right, so that is where the error enters.  A :class:`Mistake`'s ``compute``
+    takes ``(g, x, gamma, eps, ref)``, ``ref`` the right outputs by key (a wrong node computed from
+    right ones upstream), and returns its wrong value of output ``at`` (an index into ``outputs``).
+    Then ``spec``'s row of ``python -m src.verify`` runs with the learner's function as the backward.
+    """
+
+    spec: Callable[[], FunctionSpec]
+    reference: Callable[..., Any]
+    outputs: Sequence[tuple[str, str]]
+    returns: Sequence[str] = ("dx", "dgamma", "dbeta")
+    dim: int = 0  # the dim the statistics run over: 0 batch norm (each feature over the batch), 1 layer norm
+    notes: dict = field(default_factory=dict)  # key → a line shown when that output is right
+    shapes_note: str = ""
+
+    def check(self, fn: Any, ctx: _Context) -> list[str]:
+        if not callable(fn):
+            raise _Stop(Outcome([], False, f"FAIL: {self.symbol} in {ctx.shown} is not a function",
+                                f"keep the stub's `def {self.symbol}(g, x, gamma, eps)`"))  # fmt: skip
+        spec = self.spec()
+        x, gamma = (t.detach() for t in spec.inputs(torch.Generator().manual_seed(0))[:2])
+        g = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)  # ∂L/∂y, random
+        args = (g, x, gamma, NORM_EPS)
+        keys = [k for k, _ in self.outputs]
+        res = _learner(ctx, fn, *args)
+        got, ref = _as_gradients(res, keys, self.returns), _as_gradients(self.reference(*args), keys, self.returns)
+        if got is None:
+            want = f"a dict with {', '.join(keys)}" if isinstance(res, dict) else f"the tuple ({', '.join(self.returns)})"
+            raise _Stop(Outcome([], False, f"FAIL: {self.symbol} returned {type(res).__name__}, not {want}",
+                                f"keep the stub's return line; fill every name in {ctx.where}"))  # fmt: skip
+        labels = {k: f"{k.ljust(max(map(len, keys)))}  {lab}" for k, lab in self.outputs}  # "dvar  ∂L/∂σ²"
+        lines = [f"shapes (B = {x.shape[0]}, F = {x.shape[1]}):"]
+        bad = _shape_table(lines, [(labels[k], got[k], ref[k]) for k in keys], x.shape[0])
+        labels = {k: lab.ljust(max(map(len, labels.values()))) for k, lab in labels.items()}
+        if bad:
+            raise _Stop(Outcome(lines, False, f"FAIL: {bad[0].split()[0]} has the wrong shape",
+                                f"fix {bad[0].split()[0]} first, in {ctx.where}; {_shapes_note(ctx)}run this command again"))  # fmt: skip
+        lines.append(f"values (float64, in the order of the derivation, against src/hand/norm.py's {self.reference.__name__}):")
+        first = None
+        for i, k in enumerate(keys):
+            t = got[k].detach()
+            if _matches(t, ref[k]):
+                diff = float((t - ref[k]).abs().max()) if t.numel() else 0.0
+                lines.append(f"  {labels[k]}  ok ({'exact' if diff == 0 else f'max diff {diff:.0e}'})")
+                lines += [f"    ↳ {self.notes[k]}"] if k in self.notes else []
+                continue
+            rtol, atol = TOL[torch.float64]
+            lines.append(f"  {labels[k]}  FAIL: {_differing(t, ref[k], rtol, atol)}")
+            if first is None:
+                first = k
+                lines.append(f"    ↳ likely: {self._diagnose(i, t, ref, args)}")
+        if first:
+            raise _Stop(Outcome(lines, False, f"FAIL: the first wrong gradient is {first}",
+                                f"fix {first} in {ctx.where} (the ones above it are right; the ↳ line says what looks "
+                                "wrong); run this command again; stuck? add --hint"))  # fmt: skip
+        yours = replace(spec, name=f"{spec.name} with your {self.symbol}")
+        _project_checks(lines, [check_function(yours, _wrap_norm_backward(fn, spec.cls.forward, self.returns))],
+                        "python -m src.verify's row for this piece, your function as its backward")  # fmt: skip
+        return lines
+
+    def _diagnose(self, i: int, got: Tensor, ref: dict[str, Tensor], args: tuple) -> str:
+        for m in self.mistakes:
+            if m.at == i and _close(got, m.compute(*args, ref)):
+                return f"{m.name}: {m.fix}"
+        key = self.outputs[i][0]
+        where = f"every gradient above {key} is right, so the error is in its own line" if i else ""
+        if key == "dx" and torch.isfinite(got).all():
+            terms = _term_hint(got - ref[key], HN.normalize(args[1], self.dim, args[3])[0], self.dim)
+            if terms:
+                return f"{terms}; {where}" if where else terms
+        hint = _ratio(got, ref[key], args[1].shape)
+        return f"{hint}; {where}" if where else hint
+
+
 # ------------------------------------------------------------ the exercises
 def _spec(name: str) -> Callable[[], FunctionSpec]:
     return lambda: next(s for s in SPECS if s.name == name)
@@ -659,6 +793,52 @@ def _th(xs: Sequence[Tensor]) -> Tensor:
 
 def _probs(xs: Sequence[Tensor]) -> Tensor:
     return torch.softmax(xs[0].detach(), -1)
+
+
+def _bn(x: Tensor, eps: float, correction: int = 0, with_eps: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+    """Batch norm's forward nodes ``(x − μ, σ⁻¹, x̂)``, shapes (B, F), (F,), (B, F); ``correction=1``: the unbiased variance."""
+    x_mu = x - x.mean(0)
+    inv_std = ((x_mu * x_mu).sum(0) / (x.shape[0] - correction) + (eps if with_eps else 0.0)) ** -0.5
+    return x_mu, inv_std, x_mu * inv_std
+
+
+def _walk_dx(g: Tensor, x: Tensor, gamma: Tensor, eps: float, r: dict, *, paths: str = "x̂ σ² μ", var_by: int = 0,
+             mean_by: int = 0) -> Tensor:  # fmt: skip
+    """The graph walk's ∂L/∂x with only ``paths`` (a wrong answer drops one) and ``var_by``/``mean_by`` for the 1/B (0: B)."""
+    x_mu, inv_std, _ = _bn(x, eps)
+    B = x.shape[0]
+    dx = r["dx_hat"] * inv_std if "x̂" in paths else torch.zeros_like(x)
+    dx = dx + r["dvar"] * 2.0 * x_mu / (var_by or B) if "σ²" in paths else dx
+    return dx + r["dmean"] / (mean_by or B) if "μ" in paths else dx
+
+
+def _closed_dx(g: Tensor, x: Tensor, gamma: Tensor, eps: float, *, mistake: str = "") -> Tensor:
+    """Batch norm's closed-form ∂L/∂x (:func:`src.hand.norm.batch_norm_backward`), or one classic wrong version of it."""
+    B = x.shape[0]
+    _, inv_std, x_hat = _bn(x, eps)
+    scale = (1.0 if mistake == "no gamma" else gamma) * inv_std / (1 if mistake == "no 1/B" else B)
+    sum_g = 0 if mistake == "no mean term" else g.sum(0)
+    sum_gx = 0 if mistake == "no x̂ term" else (g * x_hat).sum(0)
+    if mistake == "no 1/B on the sums":
+        return gamma * inv_std * (g - sum_g - x_hat * sum_gx)
+    return scale * (B * g - sum_g - x_hat * sum_gx)
+
+
+def _ln_x_hat(x: Tensor, eps: float, correction: int = 0) -> Tensor:
+    """Layer norm's x̂ (B, F), each row over its F features; ``correction=1``: the unbiased variance."""
+    x_mu = x - x.mean(1, keepdim=True)
+    return x_mu * ((x_mu * x_mu).sum(1, keepdim=True) / (x.shape[1] - correction) + eps) ** -0.5
+
+
+def _ln_dx(g: Tensor, x: Tensor, gamma: Tensor, eps: float, *, mistake: str = "") -> Tensor:
+    """Layer norm's ∂L/∂x (:func:`src.hand.norm.layer_norm_backward`), or one classic wrong version of it."""
+    F = x.shape[1]
+    x_hat, inv_std = HN.normalize(x, 1, eps)  # (B, F), (B, 1)
+    g_hat = g if mistake in ("no gamma", "gamma outside") else g * gamma  # ∂L/∂x̂
+    sum_g = 0 if mistake == "no mean term" else g_hat.sum(1, keepdim=True)
+    sum_gx = 0 if mistake == "no x̂ term" else (g_hat * x_hat).sum(1, keepdim=True)
+    out = (inv_std / (1 if mistake == "no 1/F" else F)) * (F * g_hat - sum_g - x_hat * sum_gx)
+    return out * gamma if mistake == "gamma outside" else out
 
 
 EXERCISES: dict[str, Exercise] = {
@@ -813,6 +993,143 @@ EXERCISES: dict[str, Exercise] = {
                         lambda *a, **k: _adam_reference(*a, **k, mistake="eps inside")),
                 Mistake("β₁ and β₂ swapped", "m, the first moment, decays with β₁ = 0.9; v with β₂ = 0.999",
                         lambda *a, **k: _adam_reference(*a, **k, mistake="swapped betas")),
+            ),
+        ),
+        NormBackwardExercise(
+            name="batchnorm_staged", symbol="batch_norm_graph_walk", spec=_spec("BatchNorm (train mode)"),
+            reference=HN.batch_norm_graph_walk, page="docs/batchnorm.md", section="2-backward-through-the-graph-the-graph-walk",
+            outputs=(("dbeta", "∂L/∂β"), ("dgamma", "∂L/∂γ"), ("dx_hat", "∂L/∂x̂"), ("dvar", "∂L/∂σ²"),
+                     ("dmean_via_x_hat", "x̂'s part of ∂L/∂μ"), ("dmean_via_var", "σ²'s part of ∂L/∂μ"),
+                     ("dmean", "∂L/∂μ"), ("dx", "∂L/∂x")),
+            notes={"dmean_via_var": "the \"fourth term\": 0 up to rounding, because Σ_b (x − μ) = 0 "
+                                    "(docs/batchnorm.md#3-the-fourth-term-is-zero)"},
+            write="batch_norm_graph_walk: every intermediate gradient, node by node from y back to x (dbeta, dgamma, "
+                  "dx_hat, dvar, dmean_via_x_hat, dmean_via_var, dmean, dx)",
+            teaches="batch norm's backward walked through the graph, node by node: a node used by several paths sums "
+                    "their gradients, and a shared statistic sums over the batch",
+            shapes_note=f"x, g = ∂L/∂y, x − μ, x̂ and ∂L/∂x̂, ∂L/∂x ({B}, 5); μ, σ², σ⁻¹, γ and their gradients (5,)",
+            solution=(HN.batch_norm_graph_walk,),
+            hints=(
+                "Walk back in the order of the dict, one node at a time: β and γ (y = γ x̂ + β), then x̂, then σ², then μ "
+                "(two paths: through x̂ and through σ²), then x (three paths: through x̂, σ² and μ). At each node: the "
+                "gradient arriving from above times the local derivative; a node of shape (F,) (μ, σ², γ, β) is shared "
+                "by the B rows, so its gradient sums over the batch (dim 0).",
+                "∂L/∂β = Σ_b g, ∂L/∂γ = Σ_b g x̂, ∂L/∂x̂ = g γ. σ² enters x̂ through (σ² + ε)^(−½), whose derivative is "
+                "−½ (σ² + ε)^(−3/2) = −½ σ⁻³: ∂L/∂σ² = Σ_b ∂L/∂x̂ · (x − μ) · (−½) σ⁻³.",
+                "μ: through x̂, ∂x̂/∂μ = −σ⁻¹, so Σ_b ∂L/∂x̂ · (−σ⁻¹); through σ², ∂σ²/∂μ = (−2/B) Σ_b (x − μ), which "
+                "is 0 (why?). x: ∂L/∂x = ∂L/∂x̂ σ⁻¹ + ∂L/∂σ² · 2(x − μ)/B + ∂L/∂μ / B, the three paths, each with its "
+                "local derivative (∂x̂/∂x = σ⁻¹, ∂σ²/∂x = 2(x − μ)/B, ∂μ/∂x = 1/B).",
+            ),
+            mistakes=(
+                Mistake("a mean over the batch for β", "β is added to every row: ∂L/∂β = Σ_b g, a sum (any 1/B is "
+                        "already inside g)", lambda g, x, gm, e, r: g.mean(0), at=0),
+                Mistake("Σ_b g, without x̂", "y = γ x̂ + β, so ∂y/∂γ = x̂: ∂L/∂γ = Σ_b g ⊙ x̂",
+                        lambda g, x, gm, e, r: g.sum(0), at=1),
+                Mistake("x − μ for x̂", "γ multiplies x̂ = (x − μ)σ⁻¹: ∂L/∂γ = Σ_b g ⊙ x̂",
+                        lambda g, x, gm, e, r: (g * _bn(x, e)[0]).sum(0), at=1),
+                Mistake("γ forgotten: ∂L/∂x̂ = g", "y = γ x̂ + β, so ∂L/∂x̂ = g ⊙ γ",
+                        lambda g, x, gm, e, r: g, at=2),
+                Mistake("(σ² + ε)^(−½) for (σ² + ε)^(−3/2)", "the power rule lowers the exponent by one: "
+                        "d/dσ² (σ² + ε)^(−½) = −½ (σ² + ε)^(−3/2) = −½ σ⁻³ (inv_std**3)",
+                        lambda g, x, gm, e, r: (r["dx_hat"] * _bn(x, e)[0]).sum(0) * -0.5 * _bn(x, e)[1], at=3),
+                Mistake("a flipped sign", "the power rule brings down the exponent −½: the factor is −½ σ⁻³",
+                        lambda g, x, gm, e, r: -r["dvar"], at=3),
+                Mistake("the ½ missing", "the power rule brings down the exponent −½: the factor is −½ σ⁻³",
+                        lambda g, x, gm, e, r: 2 * r["dvar"], at=3),
+                Mistake("x̂ for x − μ", "x̂ = (x − μ)(σ² + ε)^(−½): its derivative in σ² carries x − μ, not x̂",
+                        lambda g, x, gm, e, r: (r["dx_hat"] * _bn(x, e)[2]).sum(0) * -0.5 * _bn(x, e)[1] ** 3, at=3),
+                Mistake("g for ∂L/∂x̂", "σ² reaches L through x̂: the gradient arriving is dx_hat = g γ, not g",
+                        lambda g, x, gm, e, r: (g * _bn(x, e)[0]).sum(0) * -0.5 * _bn(x, e)[1] ** 3, at=3),
+                Mistake("a flipped sign", "x̂ = (x − μ)σ⁻¹, so ∂x̂/∂μ = −σ⁻¹: Σ_b ∂L/∂x̂ · (−σ⁻¹)",
+                        lambda g, x, gm, e, r: -r["dmean_via_x_hat"], at=4),
+                Mistake("a mean over the batch", "μ enters every row's x̂: the rows' contributions add, Σ_b",
+                        lambda g, x, gm, e, r: r["dmean_via_x_hat"] / x.shape[0], at=4),
+                Mistake("the sum Σ_b (x − μ) left out", "σ² = (1/B) Σ_b (x − μ)², so ∂σ²/∂μ = (−2/B) Σ_b (x − μ): "
+                        "keep the sum (it is 0)", lambda g, x, gm, e, r: r["dvar"] * (-2.0 / x.shape[0]), at=5),
+                Mistake("only the path through σ²", "∂L/∂μ sums the gradients of every path leaving μ: through x̂ and "
+                        "through σ²", lambda g, x, gm, e, r: r["dmean_via_var"], at=6),
+                Mistake("the path through μ left out", "x reaches L three ways; add ∂L/∂μ · ∂μ/∂x = ∂L/∂μ / B",
+                        lambda *a: _walk_dx(*a, paths="x̂ σ²"), at=7),
+                Mistake("the path through σ² left out", "x reaches L three ways; add ∂L/∂σ² · ∂σ²/∂x = ∂L/∂σ² · 2(x − μ)/B",
+                        lambda *a: _walk_dx(*a, paths="x̂ μ"), at=7),
+                Mistake("only the path through x̂", "x reaches L three ways: through x̂ (∂L/∂x̂ σ⁻¹), through σ² "
+                        "(∂L/∂σ² · 2(x − μ)/B) and through μ (∂L/∂μ / B)", lambda *a: _walk_dx(*a, paths="x̂"), at=7),
+                Mistake("a missing 1/B in the path through μ", "μ = (1/B) Σ_b x, so ∂μ/∂x = 1/B: ∂L/∂μ / B",
+                        lambda *a: _walk_dx(*a, mean_by=1), at=7),
+                Mistake("a missing 1/B in the path through σ²", "σ² = (1/B) Σ_b (x − μ)², so ∂σ²/∂x = 2(x − μ)/B",
+                        lambda *a: _walk_dx(*a, var_by=1), at=7),
+                Mistake("B − 1 for B in the path through σ² (the unbiased variance)", "the forward's σ² divides by B "
+                        "(the biased variance): ∂σ²/∂x = 2(x − μ)/B", lambda *a: _walk_dx(*a, var_by=a[1].shape[0] - 1), at=7),
+            ),
+        ),
+        NormBackwardExercise(
+            name="batchnorm", symbol="batch_norm_backward", spec=_spec("BatchNorm (train mode)"),
+            reference=HN.batch_norm_backward, page="docs/batchnorm.md", section="4-the-simplification-into-the-closed-form",
+            outputs=(("dbeta", "∂L/∂β"), ("dgamma", "∂L/∂γ"), ("dx", "∂L/∂x")),
+            write="batch_norm_backward: x̂ and σ⁻¹ from x (as forward), then ∂L/∂β, ∂L/∂γ and ∂L/∂x in one expression",
+            teaches="the graph walk simplified on paper into one expression: what is left of ∂L/∂x is g without its "
+                    "mean and without its component along x̂",
+            shapes_note=f"x, g = ∂L/∂y, x̂ and ∂L/∂x ({B}, 5); γ, σ⁻¹, ∂L/∂γ and ∂L/∂β (5,)",
+            solution=(HN.batch_norm_backward, HN.normalize),
+            hints=(
+                "Recompute x̂ and σ⁻¹ from x as forward does (the biased variance, ÷ B). Then take the graph walk "
+                "(the previous exercise) and substitute ∂L/∂σ² and ∂L/∂μ into ∂L/∂x, writing x − μ as x̂/σ⁻¹. "
+                "∂L/∂x becomes one line, and it reuses ∂L/∂β = Σ_b g and ∂L/∂γ = Σ_b g x̂.",
+                "With ĝ = γ g: ∂L/∂σ² = −½ σ⁻² Σ_b ĝ x̂ and ∂L/∂μ = −σ⁻¹ Σ_b ĝ (the fourth term is 0). Substituted: "
+                "∂L/∂x = (γσ⁻¹/B)(B g − Σ_b g − x̂ Σ_b g x̂); γ leaves the sums because it is one number per column.",
+            ),
+            mistakes=(
+                Mistake("a mean over the batch for β", "∂L/∂β = Σ_b g: a sum", lambda g, x, gm, e, r: g.mean(0), at=0),
+                Mistake("the unbiased variance (÷ (B − 1)) in x̂", "the forward normalizes with the biased variance, ÷ B: "
+                        "torch.var(x, 0) divides by B − 1 unless given correction=0 (unbiased=False)",
+                        lambda g, x, gm, e, r: (g * _bn(x, e, correction=1)[2]).sum(0), at=1),
+                Mistake("ε left out: 1/√σ² for 1/√(σ² + ε)", "x̂ = (x − μ)/√(σ² + ε), as forward: keep the ε",
+                        lambda g, x, gm, e, r: (g * _bn(x, e, with_eps=False)[2]).sum(0), at=1),
+                Mistake("Σ_b g, without x̂", "∂L/∂γ = Σ_b g ⊙ x̂", lambda g, x, gm, e, r: g.sum(0), at=1),
+                Mistake("the mean term dropped: − Σ_b g", "the path through μ leaves −(1/B) Σ_b g in every row: "
+                        "(γσ⁻¹/B)(B g − Σ_b g − x̂ Σ_b g x̂)", lambda g, x, gm, e, r: _closed_dx(g, x, gm, e, mistake="no mean term"), at=2),
+                Mistake("the Σ(g·x̂) term dropped: − x̂ Σ_b g x̂", "the path through σ² leaves −(1/B) x̂ Σ_b g x̂: "
+                        "(γσ⁻¹/B)(B g − Σ_b g − x̂ Σ_b g x̂)", lambda g, x, gm, e, r: _closed_dx(g, x, gm, e, mistake="no x̂ term"), at=2),
+                Mistake("γ forgotten", "∂L/∂x̂ = γ g, so ∂L/∂x carries the factor γ (one per feature): (γσ⁻¹/B)(…)",
+                        lambda g, x, gm, e, r: _closed_dx(g, x, gm, e, mistake="no gamma"), at=2),
+                Mistake("a missing 1/B", "the bracket B g − Σ_b g − x̂ Σ_b g x̂ is B times the gradient: (γσ⁻¹/B)(…)",
+                        lambda g, x, gm, e, r: _closed_dx(g, x, gm, e, mistake="no 1/B"), at=2),
+                Mistake("a missing 1/B on the two sums", "the sums come from the means μ and σ²: "
+                        "γσ⁻¹ (g − (1/B) Σ_b g − (1/B) x̂ Σ_b g x̂)",
+                        lambda g, x, gm, e, r: _closed_dx(g, x, gm, e, mistake="no 1/B on the sums"), at=2),
+            ),
+        ),
+        NormBackwardExercise(
+            name="layernorm", symbol="layer_norm_backward", spec=_spec("LayerNorm"), dim=1,
+            reference=HN.layer_norm_backward, page="docs/batchnorm.md", section="6-layer-normalization",
+            outputs=(("dbeta", "∂L/∂β"), ("dgamma", "∂L/∂γ"), ("dx", "∂L/∂x")),
+            write="layer_norm_backward: x̂ and σ⁻¹ per row (as forward), then ∂L/∂β, ∂L/∂γ and ∂L/∂x",
+            teaches="batch norm's derivation over the other dim: statistics per row, and γ, which now varies along "
+                    "the sums, stays inside them",
+            shapes_note=f"x, g = ∂L/∂y, x̂ and ∂L/∂x ({B}, 5); μ, σ⁻¹ ({B}, 1), one per row; γ, ∂L/∂γ and ∂L/∂β (5,)",
+            solution=(HN.layer_norm_backward, HN.normalize),
+            hints=(
+                "The batch norm derivation, transposed: μ and σ² are per row, (B, 1), the sums of ∂L/∂x run over the F "
+                "features (dim 1, keepdim=True) and N = F. But γ varies along the features, so it cannot leave those "
+                "sums: work with ĝ = ∂L/∂x̂ = γ ⊙ g. γ and β are still per feature, shared by the rows.",
+                "∂L/∂x = (σ⁻¹/F)(F ĝ − Σ_j ĝ − x̂ Σ_j ĝ x̂), the sums over dim 1 with keepdim=True; "
+                "∂L/∂γ = Σ_b g x̂ and ∂L/∂β = Σ_b g sum over the batch (dim 0).",
+            ),
+            mistakes=(
+                Mistake("a mean over the batch for β", "∂L/∂β = Σ_b g: a sum", lambda g, x, gm, e, r: g.mean(0), at=0),
+                Mistake("the unbiased variance (÷ (F − 1)) in x̂", "the forward normalizes with the biased variance, ÷ F",
+                        lambda g, x, gm, e, r: (g * _ln_x_hat(x, e, correction=1)).sum(0), at=1),
+                Mistake("γ outside the sums (batch norm's form)", "in layer norm the sums run over the features, along "
+                        "which γ varies: ĝ = γ ⊙ g goes inside them", lambda *a: _ln_dx(*a[:4], mistake="gamma outside"), at=2),
+                Mistake("the statistics over the batch (batch norm's backward)", "layer norm normalizes each row over its "
+                        "F features: the sums run over dim 1", lambda g, x, gm, e, r: HN.batch_norm_backward(g, x, gm, e)[0], at=2),
+                Mistake("the mean term dropped: − Σ_j ĝ", "(σ⁻¹/F)(F ĝ − Σ_j ĝ − x̂ Σ_j ĝ x̂)",
+                        lambda *a: _ln_dx(*a[:4], mistake="no mean term"), at=2),
+                Mistake("the Σ(ĝ·x̂) term dropped", "(σ⁻¹/F)(F ĝ − Σ_j ĝ − x̂ Σ_j ĝ x̂)",
+                        lambda *a: _ln_dx(*a[:4], mistake="no x̂ term"), at=2),
+                Mistake("γ forgotten", "∂L/∂x̂ = ĝ = γ ⊙ g", lambda *a: _ln_dx(*a[:4], mistake="no gamma"), at=2),
+                Mistake("a missing 1/F", "the bracket F ĝ − Σ_j ĝ − x̂ Σ_j ĝ x̂ is F times the gradient: (σ⁻¹/F)(…)",
+                        lambda *a: _ln_dx(*a[:4], mistake="no 1/F"), at=2),
             ),
         ),
     ]
