@@ -9,8 +9,10 @@ each a set of environment variables given to ``python -m src.train fit --trainer
 --diagnostics false``:
 
 * ``default``: what ``python -m src.train`` chooses by itself;
-* ``spin``: OpenMP's threads busy-wait at every barrier (``OMP_WAIT_POLICY=ACTIVE``);
-* ``passive``: they sleep at once (``OMP_WAIT_POLICY=PASSIVE``);
+* ``gomp``: GNU OpenMP's own default, whatever ``src`` sets (``OMP_WAIT_POLICY`` set to the empty
+  string: libgomp spins about 300 000 times at every barrier before it sleeps);
+* ``passive``: the waiting threads sleep at once (``OMP_WAIT_POLICY=PASSIVE``);
+* ``spin10k``: they spin 10 000 times, then sleep (``GOMP_SPINCOUNT=10000``);
 * ``one``: one thread (``OMP_NUM_THREADS=1``).
 
 The runs alternate setting by setting within each round (A B C … A B C …), so a drift of the
@@ -31,8 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "default": {},
-    "spin": {"OMP_WAIT_POLICY": "ACTIVE"},
+    "gomp": {"OMP_WAIT_POLICY": ""},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "spin10k": {"GOMP_SPINCOUNT": "10000"},
     "one": {"OMP_NUM_THREADS": "1"},
 }
 FIT = [sys.executable, "-m", "src.train", "fit", "--trainer.max_epochs", "3", "--diagnostics", "false",
