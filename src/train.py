@@ -37,7 +37,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from .system import lightning_private, runs
 from .system.callbacks import ResumableModelCheckpoint, RNGStateCallback
 from .system.checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
-from .system.config import check_config, check_config_files
+from .system.config import check_config, check_config_files, check_no_optimizer_flags
 from .data.mnist import MNISTDataModule, check_files
 from .instruments.diagnostics import GradientFlowDiagnostics
 from .errors import ConfigError, DataError, DivergenceError, OutputError, one_line
@@ -141,6 +141,7 @@ class CLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
         check_config_files(argv)
+        check_no_optimizer_flags(argv)  # LightningCLI's --optimizer / --lr_scheduler are off (_cli)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         cfg = self.config[subcommand] if subcommand else self.config
@@ -409,6 +410,8 @@ def _cli(args: ArgsType, run: bool) -> CLI:
         run=run,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        # no --optimizer / --lr_scheduler: they would replace the module's hand-written optimizers
+        auto_configure_optimizers=False,
         # parse errors raise ArgumentError (main prints one line) instead of usage + exit
         parser_kwargs={"exit_on_error": False},
         trainer_defaults={
