@@ -61,7 +61,11 @@ def train_configs(configs: list[Path], extra: list[str], seeds: int = 1) -> list
         args = [*seed_args, *extra]
         print(f"\n=== [{i}/{len(jobs)}] {config.stem}: python -m src.train fit --config {config} {' '.join(args)}",
               flush=True)  # fmt: skip
-        cli = train_main(["fit", "--config", str(config), *args])
+        argv, sys.argv = sys.argv, sys.argv[:1]  # this command's own arguments are not the run's: no CLI warning
+        try:
+            cli = train_main(["fit", "--config", str(config), *args])
+        finally:
+            sys.argv = argv
         runs.append(Path(cli.trainer.log_dir))
     return runs
 

@@ -219,6 +219,9 @@ class MLPClassifier(pl.LightningModule):
         self._lightning_optimizer = self._optimizer = None
         self._plain_backward = False
 
+        #: one image: the model summary's FLOPs column counts the forward of one image (0 without it)
+        self.example_input_array = torch.zeros(1, inputs)
+
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes=outputs, average="micro")
@@ -518,12 +521,6 @@ class MLPClassifier(pl.LightningModule):
         # the dropout masks' random stream, so a resumed run draws the masks the uninterrupted one would
         if isinstance(self.net, FeedForwardNet) and (self.net.dropout or self.net.input_dropout):
             checkpoint["dropout_masks"] = self.net.masks.state_dict()
-
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        # Batches are already CPU tensors: skip Lightning's recursive walk when there is no move.
-        if device.type == "cpu" and all(t.device.type == "cpu" for t in batch):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # ------------------------------------------------------------ optimizer
     def _max_epochs(self) -> int:
