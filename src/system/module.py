@@ -219,9 +219,7 @@ class MLPClassifier(pl.LightningModule):
         self._lightning_optimizer = self._optimizer = None
         self._plain_backward = False
 
-        #: one image: the model summary's FLOPs column counts the forward of one image (0 without it)
-        self.example_input_array = torch.zeros(1, inputs)
-
+        self.example_input_array = torch.zeros(1, inputs)  # the model summary's FLOPs: one image's forward (else 0)
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes=outputs, average="micro")
