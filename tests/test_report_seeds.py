@@ -1,6 +1,7 @@
 """python -m src.report --run --seeds N: every config once per seed, and the mean ± std table."""
 
 import json
+import re
 import shutil
 import statistics
 
@@ -71,6 +72,12 @@ def test_a_report_says_when_its_runs_are_not_the_seeds_asked_for(tiny, capsys):
     row = next(line for line in text.splitlines() if line.startswith("| small | relu"))
     assert [c.strip() for c in row.strip("|").split("|")][8] == "0, 1"
     assert "small/version_2" in text and "small/version_0" not in text  # seed 0's latest run
+
+    # the same folder reported again: the figures of the report it replaces that it no longer shows are gone
+    assert (tiny / "mixed" / "small_version_2_loss.png").is_file()
+    text = report_main(["--experiments", "small:2", "--out", "mixed"]).read_text()
+    shown = set(re.findall(r"\]\(([\w.-]+\.png)\)", text))
+    assert {p.name for p in (tiny / "mixed").glob("*.png")} == shown and "small_loss.png" in shown
 
     # runs of one experiment that differ in more than the seed are said to
     results = json.loads((logs / "version_1" / "results.json").read_text())
