@@ -6,6 +6,7 @@
     python -m src.report --run --configs configs/relu.yaml -- --trainer.max_epochs 2   # args after -- go to fit
     python -m src.report --run --seeds 3  # every config with --seed_everything 0, 1, 2: mean ± std table
     python -m src.report --seeds 3        # the latest finished run of each experiment for each of seeds 0, 1, 2
+    python -m src.report --experiments best:5 best_augmented:3   # those experiments, seeds 0-4 and 0-2
 
 The full regeneration (``--run`` with every config and no extra training arguments) writes the
 tracked ``reports/REPORT.md``; anything else writes ``lightning_logs/report/REPORT.md`` unless
@@ -17,7 +18,10 @@ per-epoch losses come from its TensorBoard events (``train/loss_epoch``, ``val/l
 resumed with ``--ckpt_path`` is reported whole: its loss curve starts at the first epoch of the
 run it continues, and its wall time adds up the processes.
 When an experiment has runs of several seeds, the report opens with their mean ± standard
-deviation (sample std, n − 1) and shows the figures of its lowest seed's run.
+deviation (sample std, n − 1) and shows the figures of its lowest seed's run.  It says (on the
+screen and in ``REPORT.md``) where the runs are not the seeds asked for: a seed without a finished
+run, a seed reported twice (no mean ± std then), runs of one experiment that differ in more than
+the seed.
 
 This file is the command: its arguments, training the configs for ``--run``, which runs to report
 and where the report goes.  The report's pieces are in ``src/instruments/``: ``results.py`` (a run
@@ -33,7 +37,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .instruments.results import experiment_order, latest_runs, latest_runs_per_seed, read_run, run_labels, write_report
+from .instruments.results import (
+    experiment_order, experiment_runs_per_seed, latest_runs, latest_runs_per_seed, read_run, run_labels, seed_notes,
+    write_report,
+)  # fmt: skip
 from .system.runs import LOG_ROOT
 
 OUT_DIR = Path("reports")  #: where --run writes: the tracked report of the configs' own runs
@@ -54,9 +61,21 @@ def train_configs(configs: list[Path], extra: list[str], seeds: int = 1) -> list
         args = [*seed_args, *extra]
         print(f"\n=== [{i}/{len(jobs)}] {config.stem}: python -m src.train fit --config {config} {' '.join(args)}",
               flush=True)  # fmt: skip
-        cli = train_main(["fit", "--config", str(config), *args])
+        argv, sys.argv = sys.argv, sys.argv[:1]  # this command's own arguments are not the run's: no CLI warning
+        try:
+            cli = train_main(["fit", "--config", str(config), *args])
+        finally:
+            sys.argv = argv
         runs.append(Path(cli.trainer.log_dir))
     return runs
+
+
+def _experiment_seeds(text: str) -> tuple[str, Optional[int]]:
+    """``best:5`` → ``("best", 5)``; ``best`` → ``("best", None)`` (``--seeds``'s count)."""
+    name, _, seeds = text.partition(":")
+    if not name or (seeds and not (seeds.isdigit() and int(seeds) >= 1)):
+        raise argparse.ArgumentTypeError(f"{text!r}: give an experiment's name, or NAME:SEEDS with SEEDS >= 1 (e.g. best:5)")
+    return name, int(seeds) if seeds else None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", action="store_true", help="first train every config (see --configs)")
     parser.add_argument("--configs", nargs="+", type=Path, help="configs for --run (default: configs/*.yaml)")
     parser.add_argument("--runs", nargs="+", type=Path, help="run folders to report (default: latest per experiment)")
+    parser.add_argument(
+        "--experiments", nargs="+", type=_experiment_seeds, metavar="NAME[:SEEDS]",
+        help="experiments to report, each with its latest finished run of each seed 0 … SEEDS−1 "
+        "(default SEEDS: --seeds), e.g. best:5 best_augmented:3",
+    )  # fmt: skip
     parser.add_argument("--logdir", type=Path, default=LOG_ROOT, help="where the runs are (default: lightning_logs)")
     parser.add_argument(
         "--out", type=Path, default=None, help=f"output folder (default: {OUT_DIR} for a full --run, else {SCRATCH_DIR})"
@@ -92,6 +116,8 @@ def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace, ex
         parser.error(f"--seeds={args.seeds} is not allowed; give the number of seeds, >= 1")
     if args.seeds > 1 and args.runs:
         parser.error("--seeds picks runs by seed; with --runs the runs given are reported (grouped by experiment)")
+    if args.experiments and (args.run or args.runs):
+        parser.error("--experiments picks finished runs by experiment and seed; leave out --run and --runs")
 
 
 def _run_dirs(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> list[Path]:
@@ -108,10 +134,24 @@ def _run_dirs(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: 
         return args.runs
     if not args.logdir.is_dir():
         parser.error(f"--logdir {args.logdir} is not a folder; train first (python -m src.train fit) or use --run")
+    if args.experiments:
+        run_dirs = [d for name, n in _asked(args).items() for d in experiment_runs_per_seed(args.logdir, name, n)]
+        if not run_dirs:
+            parser.error(f"no finished runs of {', '.join(_asked(args))} under {args.logdir}/")
+        return run_dirs
     run_dirs = latest_runs(args.logdir) if args.seeds == 1 else latest_runs_per_seed(args.logdir, args.seeds)
     if not run_dirs:
         parser.error(f"no finished runs (folders with results.json) under {args.logdir}/; use --run to train")
     return run_dirs
+
+
+def _asked(args: argparse.Namespace) -> dict[str, int]:
+    """The seeds asked for, per experiment (``--experiments``, else ``--seeds`` for every experiment found)."""
+    if args.experiments:
+        return {name: n or args.seeds for name, n in args.experiments}
+    if args.seeds > 1 and not args.run and not args.runs:
+        return {p.name: args.seeds for p in args.logdir.iterdir() if p.is_dir() and any(p.glob("version_*/results.json"))}
+    return {}
 
 
 def main(argv: Optional[list[str]] = None) -> Path:
@@ -127,7 +167,10 @@ def main(argv: Optional[list[str]] = None) -> Path:
     except ValueError as err:
         parser.error(str(err))
     full = args.run and not args.configs and not extra  # the configs' own 15-epoch runs
-    path = write_report(runs, args.out or (OUT_DIR if full else SCRATCH_DIR))
+    notes = seed_notes(runs, _asked(args))
+    for note in notes:
+        print(f"note: {note}")
+    path = write_report(runs, args.out or (OUT_DIR if full else SCRATCH_DIR), notes)
     print(f"wrote {path} ({len(runs)} runs: {', '.join(run_labels(runs))})")
     return path
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import re
 import sys
 import time
+import warnings
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, NoReturn, Optional
@@ -37,7 +39,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from .system import lightning_private, runs
 from .system.callbacks import ResumableModelCheckpoint, RNGStateCallback
 from .system.checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
-from .system.config import check_config, check_config_files
+from .system.config import check_config, check_config_files, check_no_optimizer_flags
 from .data.mnist import MNISTDataModule, check_files
 from .instruments.diagnostics import GradientFlowDiagnostics
 from .errors import ConfigError, DataError, DivergenceError, OutputError, one_line
@@ -52,6 +54,35 @@ SIGTERM_STATUS = 128 + 15  # the shell's status for a process ended by SIGTERM
 SIGINT_STATUS = 128 + 2  # … and by SIGINT (Ctrl-C)
 #: the logger of LightningCLI's "Seed set to N", which comes before the classes are built
 SEED_LOG = logging.getLogger(seed_everything.__module__)
+
+
+#: Lightning's lines that tell the user nothing they chose or can act on (by their exact text)
+UNASKED_LINES = {
+    "💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]"
+    "(https://pypi.org/project/litlogger/) to enable LitLogger, which logs metrics and artifacts automatically "
+    "to the Lightning Experiments platform.",
+    "GPU available: False, used: False",  # (a GPU that exists is still named, with Lightning's hint to use it)
+    "TPU available: False, using: 0 TPU cores",
+}
+#: warnings of the installed packages about each other, by their exact text (torch 2.14 and Lightning 2.6's pytree copy)
+UNASKED_WARNINGS = ("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and "
+                    "treespec.is_leaf()` instead.",)  # fmt: skip
+
+
+class _Unasked(logging.Filter):
+    """Drop :data:`UNASKED_LINES` from Lightning's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in UNASKED_LINES
+
+
+def _quiet() -> None:
+    """Leave out Lightning's and torch's lines that concern nothing the user chose (each by its exact text)."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _Unasked) for f in log.filters):
+        log.addFilter(_Unasked())
+    for text in UNASKED_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(text))
 
 
 class _HeldRecords(logging.Filter):
@@ -141,6 +172,7 @@ class CLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
         check_config_files(argv)
+        check_no_optimizer_flags(argv)  # LightningCLI's --optimizer / --lr_scheduler are off (_cli)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         cfg = self.config[subcommand] if subcommand else self.config
@@ -188,9 +220,13 @@ class CLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         config = (self.config_init[self.subcommand] if self.subcommand else self.config_init).get("trainer") or {}
-        if config.get("logger") in (None, True):
+        logger = config.get("logger")
+        if self.subcommand == "predict" and logger in (None, True):
+            # predict logs nothing: its run folder holds predictions.csv and config.yaml, no empty events file
+            logger = kwargs["logger"] = False
+        if logger in (None, True):
             kwargs["logger"] = RunLogger(str(LOG_ROOT), name=self.experiment_name(), default_hp_metric=False)
-        elif config.get("logger") is False:
+        elif logger is False:
             # no logger: checkpoints and results still go into a run folder, never the current one
             parent = LOG_ROOT / self.experiment_name()
             kwargs["default_root_dir"] = str(claim_run_dir(parent) if rank_zero_only.rank == 0 else parent)
@@ -343,6 +379,7 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
     # times slower to compute on CPUs otherwise). The flag is per thread and PyTorch's worker
     # threads copy it when they start, so it is set here, before any parallel op starts them.
     torch.set_flush_denormal(True)
+    _quiet()
     runs.forget_claims()
     try:
         return _cli(args, run)
@@ -409,6 +446,8 @@ def _cli(args: ArgsType, run: bool) -> CLI:
         run=run,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        # no --optimizer / --lr_scheduler: they would replace the module's hand-written optimizers
+        auto_configure_optimizers=False,
         # parse errors raise ArgumentError (main prints one line) instead of usage + exit
         parser_kwargs={"exit_on_error": False},
         trainer_defaults={

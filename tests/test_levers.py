@@ -125,19 +125,40 @@ def test_evaluation_uses_the_average_and_says_so():
     assert "averaged.n_averaged" in custom.state_dict()  # the average travels in every checkpoint
 
 
-def test_the_average_follows_the_ema_formula():
-    custom, _ = _systems(ema_decay=0.9)
+def test_the_average_follows_the_ema_formula_with_its_warm_up():
+    custom, _ = _systems(ema_decay=0.3)  # d_n = min(0.3, (1 + n)/(10 + n)): 2/11, 3/12, then 0.3 (4/13 > 0.3)
     opt = custom.configure_optimizers()
     expect = None
-    for step in range(4):
+    for step in range(6):
         x, onehot, labels = _batch(seed=step)
         opt.zero_grad()
         custom.compute_loss(x, onehot, labels)[0].backward()
         opt.step()
         custom.averaged.update_parameters(custom.net)
         w = custom.net.W1.detach().clone()
-        expect = w if expect is None else 0.9 * expect + 0.1 * w  # θ̄ ← d θ̄ + (1 − d) θ, the first a copy
+        d = min(0.3, (1 + step) / (10 + step))  # step = n, the models averaged before this one
+        expect = w if expect is None else d * expect + (1 - d) * w  # θ̄ ← d_n θ̄ + (1 − d_n) θ, the first a copy
     torch.testing.assert_close(custom.averaged.module.W1, expect, **TIGHT)
+
+
+def test_a_short_run_average_forgets_the_first_step():
+    """Issue 24: with a fixed d = 0.999 the first step's weights kept 0.999^390 = 68 % of a 391-step average."""
+    system = MLPClassifier(**ARCH, ema_decay=0.999)
+    w1 = system.net.W1
+    with torch.no_grad():
+        for step in range(391):  # one epoch of best.yaml: the first step's weights 1, every later one 0
+            w1.fill_(1.0 if step == 0 else 0.0)
+            system.averaged.update_parameters(system.net)
+    kept = system.averaged.module.W1  # the first step's share of the average
+    assert 0.999**390 > 0.67 and (kept < 1e-10).all(), kept.max()
+    # once warmed up the decay is d itself: one more step keeps 0.999 of the average
+    before = system.averaged.module.W1.clone().fill_(0.5)
+    system.averaged.module.W1.data.copy_(before)
+    system.averaged.n_averaged.fill_(10_000)
+    with torch.no_grad():
+        w1.fill_(1.5)
+    system.averaged.update_parameters(system.net)
+    torch.testing.assert_close(system.averaged.module.W1, 0.999 * before + 0.001 * 1.5, rtol=1e-6, atol=1e-7)
 
 
 def test_label_smoothing_needs_the_fused_softmax_cross_entropy():

@@ -115,6 +115,14 @@ def test_foreach_must_be_a_bool(cls):
         cls([torch.zeros(1, requires_grad=True)], foreach="no")
 
 
+@pytest.mark.parametrize("cls,ref", [(GD, torch.optim.SGD), (Adam, torch.optim.Adam)])
+def test_foreach_none_is_taken_as_torch_optim_takes_it(cls, ref):
+    """torch.optim's default ``foreach=None`` (the implementation's choice): ours chooses the foreach form."""
+    p = torch.zeros(3, requires_grad=True)
+    assert cls([p], lr=0.1, foreach=None).param_groups[0]["foreach"] is True
+    assert ref([p], lr=0.1, foreach=None).param_groups[0]["foreach"] is None  # the same argument, taken by torch
+
+
 def _train(cls, kw, steps, late=None):
     """A small tanh regression trained ``steps`` steps; ``late`` (an index) gets no gradient before step 3."""
     gen = torch.Generator().manual_seed(1)

@@ -7,11 +7,14 @@ import re
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from PIL import Image, ImageOps
 from torchvision import datasets
 from torchvision.transforms.functional import pil_to_tensor
 
 from src.data.images import load_folder, to_mnist
+from src.data.mnist import MNISTDataModule
+from src.system.module import MLPClassifier
 from src.train import main
 from tests.conftest import REAL_DATA, needs_real_mnist
 
@@ -126,7 +129,7 @@ def _write_digits(folder, images, labels) -> dict[str, int]:
 
 @pytest.mark.slow
 @needs_real_mnist
-def test_predict_cli_on_image_files(tmp_path, monkeypatch, one_thread):
+def test_predict_cli_on_image_files(tmp_path, monkeypatch, capsys, one_thread):
     monkeypatch.chdir(tmp_path)
     net = ["--model.hidden_layers", "[128]", "--model.activation", "relu", "--model.optimizer", "adam",
            "--model.lr", "0.002", "--experiment", "p", "--trainer.enable_progress_bar", "false"]  # fmt: skip
@@ -142,10 +145,10 @@ def test_predict_cli_on_image_files(tmp_path, monkeypatch, one_thread):
     (tmp_path / "mine" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
 
     # No training data here: the mean and std must come from the checkpoint.
-    with pytest.warns(UserWarning) as record:
-        main(["predict", *net, "--data.data_dir", str(tmp_path / "no_data"), "--data.predict_dir", "mine",
-              "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])  # fmt: skip
-    skipped = [str(w.message) for w in record if "skipped" in str(w.message)]
+    capsys.readouterr()
+    main(["predict", *net, "--data.data_dir", str(tmp_path / "no_data"), "--data.predict_dir", "mine",
+          "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])  # fmt: skip
+    skipped = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: skipped ")]
     assert len(skipped) == 2
     assert any("corrupt.png" in m for m in skipped) and any("notes.txt" in m for m in skipped)
 
@@ -184,3 +187,60 @@ def test_predict_cli_empty_or_missing_folder_is_an_error(tmp_path, monkeypatch, 
         assert exit_.value.code == 1
         assert re.search(why, capsys.readouterr().err)
     assert sorted(p.name for p in (tmp_path / "lightning_logs" / "p").iterdir()) == ["version_0"]  # none left
+
+
+class _Fed(Callback):
+    """What predict feeds the net (each batch's x) and what it returns, kept for the test below."""
+
+    inputs: list = []
+    outputs: list = []
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        _Fed.inputs.append(batch[0].clone())
+        _Fed.outputs.append(outputs.clone())
+
+
+def test_predict_feeds_the_net_the_training_preprocessing_of_to_mnist(fake_data, one_thread):
+    """Issue 24: your images standardized without dividing by the std passed the whole suite.
+
+    The invariant, on values: the tensor predict feeds the net for a picture is the training
+    splits' own preprocessing (the checkpoint's mean and std, the same flattening) of the 28×28
+    pixels ``to_mnist`` returns, and predict's outputs are the net's on that tensor.
+    """
+    from tests.fakedata import FILES, idx_bytes, make_images
+
+    tiny = ["--data.data_dir", "data", "--data.val_size", "100", "--model.hidden_layers", "[16]",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--experiment", "p"]  # fmt: skip
+    main(["fit", *tiny, "--trainer.max_epochs", "1", "--diagnostics", "false"])
+    ckpt_path = fake_data / "lightning_logs" / "p" / "version_0" / "checkpoints" / "last.ckpt"
+
+    pictures = fake_data / "mine"  # MNIST-like, enlarged, and dark ink on light paper
+    pictures.mkdir()
+    for i, pixels in enumerate(make_images(np.arange(4), np.random.default_rng(1))):
+        img = Image.fromarray(pixels).resize((56, 56), Image.Resampling.BICUBIC)
+        (ImageOps.invert(img) if i % 2 else img).save(pictures / f"digit{i}.png")
+    _Fed.inputs, _Fed.outputs = [], []
+    main(["predict", *tiny, "--ckpt_path", str(ckpt_path), "--data.predict_dir", "mine",
+          "--trainer.callbacks+=tests.test_predict._Fed"])  # fmt: skip
+    fed, outputs = torch.cat(_Fed.inputs), torch.cat(_Fed.outputs)
+
+    # the training splits' own preprocessing of to_mnist's pixels: those pixels as a training set's
+    # IDX files, split and standardized by the data module with the checkpoint's statistics
+    mnist = torch.stack([pil_to_tensor(to_mnist(Image.open(p)))[0] for p in sorted(pictures.iterdir())])
+    raw = fake_data / "as_training" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, array in zip(FILES[True], (mnist.repeat(2, 1, 1).numpy(), np.tile(np.arange(4, dtype=np.uint8), 2))):
+        (raw / name).write_bytes(idx_bytes(array))
+    for name in FILES[False]:
+        (raw / name).write_bytes((fake_data / "data" / "MNIST" / "raw" / name).read_bytes())
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    stats = ckpt["MNISTDataModule"]
+    dm = MNISTDataModule(data_dir=str(fake_data / "as_training"), val_size=1)
+    dm._split(seed=0, val_size=1, mean=stats["mean"], std=stats["std"])
+    train_x, train_y = dm.splits["train"]
+    expected = torch.stack([train_x[train_y == k][0] for k in range(4)])  # each picture's own training row
+    torch.testing.assert_close(fed, expected, rtol=0, atol=0)
+
+    model = MLPClassifier.load_from_checkpoint(ckpt_path, weights_only=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(outputs, model.eval_net(expected), rtol=0, atol=0)

@@ -125,7 +125,8 @@ def test_report_from_two_tiny_runs(two_runs, capsys):
     assert "wrote lightning_logs/report/REPORT.md (2 runs: baseline, mine)" in capsys.readouterr().out
     assert md.count("Evaluated with the trained weights.") == 2  # each run's section says which weights
 
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()
+    table = md.split("\n## ")[0]  # the results table (the "why" section's table names the runs too)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table.splitlines()
             if line.startswith("| baseline") or line.startswith("| mine")}  # fmt: skip
     assert set(rows) == {"baseline", "mine"}
     header = [c.strip() for c in md.split("\n| experiment")[1].splitlines()[0].split("|")[1:-1]]

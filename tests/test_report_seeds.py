@@ -1,6 +1,8 @@
 """python -m src.report --run --seeds N: every config once per seed, and the mean ± std table."""
 
 import json
+import re
+import shutil
 import statistics
 
 import pytest
@@ -50,3 +52,36 @@ def test_seeds_must_be_positive(tiny, capsys):
     with pytest.raises(SystemExit):
         report_main(["--run", "--seeds", "0"])
     assert "--seeds=0 is not allowed" in capsys.readouterr().err
+
+
+def test_a_report_says_when_its_runs_are_not_the_seeds_asked_for(tiny, capsys):
+    """Issue 24: the README's version folders mixed seed 0 three times with seeds 1–2, silently."""
+    report_main(["--run", "--seeds", "2", "--configs", "small.yaml", "--", *TINY])
+    logs = tiny / "lightning_logs" / "small"
+    shutil.copytree(logs / "version_0", logs / "version_2")  # seed 0 again, as a later run
+    capsys.readouterr()
+    text = report_main(["--runs", *(str(logs / f"version_{i}") for i in (0, 1, 2)), "--out", "mixed"]).read_text()
+    note = "small: 3 runs, seeds 0, 1, 0: seed 0 2 times; these are not 3 seeds, so each run is shown alone, without mean ± std"
+    assert f"note: {note}" in capsys.readouterr().out and f"**Note:** {note}." in text
+    assert "Mean ± sample standard deviation" not in text  # no mean ± std over a seed counted twice
+
+    # asked for by what they are: the latest finished run of each seed of the experiment
+    text = report_main(["--experiments", "small:3", "--out", "picked"]).read_text()
+    note = "small: asked for seeds 0–2, but 2 has no finished run; reported: seeds 0, 1"
+    assert f"note: {note}" in capsys.readouterr().out and f"**Note:** {note}." in text
+    row = next(line for line in text.splitlines() if line.startswith("| small | relu"))
+    assert [c.strip() for c in row.strip("|").split("|")][8] == "0, 1"
+    assert "small/version_2" in text and "small/version_0" not in text  # seed 0's latest run
+
+    # the same folder reported again: the figures of the report it replaces that it no longer shows are gone
+    assert (tiny / "mixed" / "small_version_2_loss.png").is_file()
+    text = report_main(["--experiments", "small:2", "--out", "mixed"]).read_text()
+    shown = set(re.findall(r"\]\(([\w.-]+\.png)\)", text))
+    assert {p.name for p in (tiny / "mixed").glob("*.png")} == shown and "small_loss.png" in shown
+
+    # runs of one experiment that differ in more than the seed are said to
+    results = json.loads((logs / "version_1" / "results.json").read_text())
+    results["config"]["model"]["lr"] = 0.5
+    (logs / "version_1" / "results.json").write_text(json.dumps(results))
+    text = report_main(["--experiments", "small:2", "--out", "differ"]).read_text()
+    assert "**Note:** small: its runs differ in more than the seed (model.lr: 0.01, 0.5)." in text

@@ -1,5 +1,8 @@
 """python -m src.verify: every piece passes, every planted bug is caught, a user's Function is judged."""
 
+import re
+from pathlib import Path
+
 import textwrap
 
 import pytest
@@ -42,8 +45,13 @@ def test_verify_cli_exit_status(capsys, monkeypatch, rows):
     assert "↳ max|Δ| fp64: ratio ≈ −1: a flipped sign" in capsys.readouterr().out
 
 
-def test_every_mutant_is_caught_with_the_right_hint(capsys):
-    results = run_mutants()
+@pytest.fixture(scope="module")
+def mutants():
+    return run_mutants()
+
+
+def test_every_mutant_is_caught_with_the_right_hint(mutants):
+    results = mutants
     survivors = [(bug, piece) for bug, piece, row in results if row.passed]
     assert survivors == []
     hints = {(piece, bug): " ".join(row.hints()) for bug, piece, row in results}
@@ -152,3 +160,23 @@ def test_verify_needs_no_lightning():
     code = "import sys; sys.modules['lightning'] = None; sys.modules['lightning.pytorch'] = None; import src.verify, src.hand"
     result = subprocess.run([sys.executable, "-c", code], cwd=verify.__file__.rsplit("/src/", 1)[0], capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
+
+
+def test_the_docs_quote_what_verify_prints(rows, mutants, capsys, monkeypatch):
+    """Every "N of N pieces pass" / "N of N mutants caught" / "plants N classic bugs" in README.md and docs/ is today's."""
+    monkeypatch.setattr(verify, "verify_all", lambda: rows)
+    monkeypatch.setattr(verify, "run_mutants", lambda: mutants)
+    verify.main([]), verify.main(["--mutants"])
+    printed = capsys.readouterr().out
+    pieces = re.search(r"^(\d+) of (\d+) pieces pass", printed, re.M).groups()
+    caught = re.search(r"^(\d+) of (\d+) mutants caught", printed, re.M).groups()
+    assert pieces == (str(len(rows)),) * 2 and caught == (str(len(mutants)),) * 2
+    root = Path(__file__).resolve().parents[1]
+    quoted = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        quoted += [(doc.name, m.groups(), pieces) for m in re.finditer(r"(\d+) of (\d+) pieces pass", text)]
+        quoted += [(doc.name, m.groups(), caught) for m in re.finditer(r"(\d+) of (\d+) mutants caught", text)]
+        quoted += [(doc.name, m.groups() * 2, caught) for m in re.finditer(r"plants (\d+) classic bugs", text)]
+    assert len(quoted) >= 3  # docs/verify.md quotes all three
+    assert [(name, got) for name, got, want in quoted if got != want] == []

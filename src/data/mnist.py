@@ -23,12 +23,13 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Literal, Optional
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 from jsonargparse.typing import PositiveInt
 from torchvision import datasets
@@ -46,6 +47,11 @@ __all__ = [
 
 DATASETS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST, "KMNIST": datasets.KMNIST}
 TRAIN_SIZE = 60_000
+
+
+@rank_zero_only
+def _tell(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -322,11 +328,19 @@ class MNISTDataModule(pl.LightningDataModule):
                 hp.augment_elastic_sigma, background=-self.mean / self.std,  # standardized black
             )  # fmt: skip
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # Batches are already CPU tensors: skip Lightning's recursive walk when there is no move.
+        # (Here, not in the LightningModule: there Lightning warned on every run that a data module was given.)
+        tensors = batch if isinstance(batch, (tuple, list)) else [batch]
+        if device.type == "cpu" and all(t.device.type == "cpu" for t in tensors):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Deform training batches (``--data.augment``); every other batch passes unchanged."""
         trainer = self.trainer
-        if self.augmenter is None or trainer is None or not trainer.training:
-            return batch
+        if self.augmenter is None or trainer is None or not trainer.training or not isinstance(batch, (tuple, list)):
+            return batch  # (a bare tensor: the model summary's example input)
         epoch, rank = trainer.current_epoch, trainer.global_rank
         if self._augment_epoch != epoch:  # the epoch's first batch: reseed from (seed, epoch, rank)
             seed = self._split_of[0] if self._split_of else self.seed  # the split's seed (a checkpoint's on resume)
@@ -364,8 +378,8 @@ class MNISTDataModule(pl.LightningDataModule):
             self.predict_names, self.predict_pixels, problems = load_folder(self.predict_dir)
         except ValueError as err:  # no such folder, or not one usable image in it: the message names it
             raise DataError(str(err)) from err
-        for problem in problems:
-            rank_zero_warn(f"skipped {problem}")
+        for problem in problems:  # one line each, without the source line a Python warning shows
+            _tell(f"warning: skipped {problem}")
 
     def predict_dataloader(self) -> TensorBatches:
         # Called after the checkpoint (with the training mean and std) is restored; without one,

@@ -10,7 +10,8 @@ keeps ``_single_tensor_adam`` beside ``_multi_tensor_adam``:
 * ``_update_foreach``: the same ops applied to the whole list of parameters at once
   (``torch._foreach_*``, fewer kernel launches).
 
-``foreach`` (default ``True``, what training uses) chooses between them; ``tests/test_optim.py``
+``foreach`` (default ``True``, what training uses; ``None``, torch.optim's default, means the same)
+chooses between them; ``tests/test_optim.py``
 proves them equal to the last bit.  :meth:`~HandOptimizer.step` applies them after ``backward``, as
 every ``torch.optim`` optimizer, over all parameters with a gradient.
 """
@@ -34,9 +35,15 @@ def _check_lr(lr: float) -> float:
     return lr
 
 
-def _check_foreach(foreach: bool) -> bool:
+def _check_foreach(foreach: bool | None) -> bool:
+    """``foreach`` as ``torch.optim`` takes it: ``None`` (torch's default) is the implementation's choice, the foreach form."""
+    if foreach is None:
+        return True
     if not isinstance(foreach, bool):
-        raise TypeError(f"foreach={foreach!r} must be True (the foreach form) or False (the loop over parameters)")
+        raise TypeError(
+            f"foreach={foreach!r} must be True (the foreach form), False (the loop over parameters) "
+            "or None (the implementation's choice: the foreach form)"
+        )
     return foreach
 
 
@@ -118,7 +125,9 @@ class GD(HandOptimizer):
     weight matrix's rows onto ``‖w‖₂ ≤ c`` after every update (:func:`max_norm_`; ``None``: off).
     """
 
-    def __init__(self, params: Iterable, lr: float = 0.1, foreach: bool = True, max_norm: float | None = None) -> None:
+    def __init__(
+        self, params: Iterable, lr: float = 0.1, foreach: bool | None = True, max_norm: float | None = None
+    ) -> None:
         defaults = {"lr": _check_lr(lr), "foreach": _check_foreach(foreach), "max_norm": _check_max_norm(max_norm)}
         super().__init__(params, defaults)
 
@@ -152,7 +161,7 @@ class Adam(HandOptimizer):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        foreach: bool = True,
+        foreach: bool | None = True,
         max_norm: float | None = None,
     ) -> None:
         betas = tuple(float(b) for b in betas)

@@ -17,9 +17,14 @@ from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
 from ..system.metrics import format_report
 
-__all__ = ["FIGSIZE", "DPI", "loss_figure", "confusion_figure", "save_png", "log_to_tensorboard"]
+__all__ = ["FIGSIZE", "DPI", "epoch_ticks", "loss_figure", "confusion_figure", "save_png", "log_to_tensorboard"]
 
 FIGSIZE, DPI = (6.4, 4.8), 100  #: every PNG is 640 × 480 pixels
+
+
+def epoch_ticks() -> MaxNLocator:
+    """Whole epochs on the x axis, also for a run of one or two epochs (where ``integer=True`` alone gives 0.945 … 1.05)."""
+    return MaxNLocator(integer=True, min_n_ticks=1)
 
 
 def _new_figure() -> Figure:
@@ -47,7 +52,7 @@ def loss_figure(name: str, epochs: Sequence[int], train: Sequence[float], val: S
     ax.set_xlabel("epoch")
     unit = {"cross_entropy": "nats per image", "mse": "mean per output"}.get(loss, "batch mean")
     ax.set_ylabel(f"{loss.replace('_', '-')} loss ({unit}, + weight penalty if any)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(epoch_ticks())
     ax.grid(alpha=0.3)
     ax.legend()
     return fig

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from ..system.runs import LOG_ROOT, write_text_atomic
 
 __all__ = [
     "COURSE", "ORDER", "Run", "read_run", "resumed_chain", "latest_runs", "latest_runs_per_seed",
-    "experiment_order", "run_labels", "seed_table", "write_report",
+    "experiment_runs_per_seed", "experiment_order", "run_labels", "seed_notes", "seed_table", "write_report",
 ]  # fmt: skip
 
 #: The course report's figures, by experiment name (its relu_l2 figure is a train accuracy).
@@ -288,11 +289,12 @@ def latest_runs(log_root: str | Path = LOG_ROOT) -> list[Path]:
     return runs
 
 
-def latest_runs_per_seed(log_root: str | Path = LOG_ROOT, seeds: int = 1) -> list[Path]:
-    """Per experiment, the latest finished run of each seed ``0 … seeds − 1`` (experiments in report order)."""
+def latest_runs_per_seed(log_root: str | Path = LOG_ROOT, seeds: int = 1, only: Optional[str] = None) -> list[Path]:
+    """Per experiment (or ``only`` that one), the latest finished run of each seed ``0 … seeds − 1`` (report order)."""
     log_root = Path(log_root)
     runs = []
-    for exp in sorted((p for p in log_root.iterdir() if p.is_dir()), key=lambda p: experiment_order(p.name)):
+    experiments = [p for p in log_root.iterdir() if p.is_dir() and (only is None or p.name == only)]
+    for exp in sorted(experiments, key=lambda p: experiment_order(p.name)):
         by_seed: dict[int, Path] = {}
         for v in sorted(exp.glob("version_*"), key=_version):
             try:
@@ -303,6 +305,67 @@ def latest_runs_per_seed(log_root: str | Path = LOG_ROOT, seeds: int = 1) -> lis
                 by_seed[seed] = v  # later versions replace earlier ones
         runs += [by_seed[s] for s in sorted(by_seed)]
     return runs
+
+
+def experiment_runs_per_seed(log_root: str | Path, experiment: str, seeds: int) -> list[Path]:
+    """The latest finished run of each seed ``0 … seeds − 1`` of one experiment (seeds without one are left out)."""
+    folder = Path(log_root) / experiment
+    return latest_runs_per_seed(folder.parent, seeds, only=experiment) if folder.is_dir() else []
+
+
+#: the settings in which runs of one experiment may differ and still be seeds of one experiment
+PER_RUN_KEYS = {
+    "seed_everything", "data.seed", "ckpt_path", "experiment", "config", "data.data_dir", "trainer.default_root_dir",
+    # what is shown and logged, not what is trained (eval_batch_size changes no result)
+    "diagnostics", "data.eval_batch_size", "trainer.callbacks", "trainer.logger", "trainer.enable_progress_bar",
+    "trainer.enable_model_summary", "trainer.log_every_n_steps",
+}  # fmt: skip
+
+
+def _flat(config: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def seed_notes(runs: list[Run], asked: Optional[dict[str, int]] = None) -> list[str]:
+    """Sentences that say where the runs of an experiment are not the seeds asked for, or not one experiment.
+
+    ``asked``: experiment → number of seeds it was asked for (``0 … N − 1``).  Said: a seed asked
+    for with no finished run, a seed that appears more than once (those runs are then shown
+    one by one, without mean ± std), and settings other than the seed in which the runs differ.
+    """
+    notes, groups = [], _groups(runs)
+    for name, n in (asked or {}).items():
+        found = sorted({run.seed for run in groups.get(name, [])} & set(range(n)))
+        if len(found) < n:
+            lacking = [s for s in range(n) if s not in found]
+            notes.append(
+                f"{name}: asked for seeds 0–{n - 1}, but {', '.join(map(str, lacking))} "
+                f"{'has' if len(lacking) == 1 else 'have'} no finished run"
+                + (f"; reported: seeds {', '.join(map(str, found))}" if found else "; not reported")
+            )
+    for name, group in groups.items():
+        seeds = [run.seed for run in group]
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
+        if len(group) > 1 and repeated:
+            notes.append(
+                f"{name}: {len(group)} runs, seeds {', '.join(map(str, seeds))}: "
+                + ", ".join(f"seed {s} {seeds.count(s)} times" for s in repeated)
+                + f"; these are not {len(group)} seeds, so each run is shown alone, without mean ± std"
+            )
+        configs = [_flat(run.results.get("config", {})) for run in group]
+        differ = sorted(k for k in set().union(*configs) if k not in PER_RUN_KEYS
+                        and len({repr(c.get(k)) for c in configs}) > 1)  # fmt: skip
+        if differ:
+            shown = "; ".join(f"{k}: {', '.join(repr(c.get(k)) for c in configs)}" for k in differ[:4])
+            notes.append(f"{name}: its runs differ in more than the seed ({shown}{'; …' if len(differ) > 4 else ''})")
+    return notes
 
 
 # ------------------------------------------------------------------ the report
@@ -480,20 +543,43 @@ def _section(label: str, run: Run, out_dir: Path, with_seed: bool) -> list[str]:
     return md
 
 
-def write_report(runs: list[Run], out_dir: str | Path) -> Path:
-    """Write ``REPORT.md`` and its PNGs into ``out_dir``; return the report's path."""
+def write_report(runs: list[Run], out_dir: str | Path, notes: Sequence[str] = ()) -> Path:
+    """Write ``REPORT.md`` and its PNGs into ``out_dir``; return the report's path.
+
+    ``notes`` (:func:`seed_notes`) go above the table.
+    """
     if not runs:
         raise ValueError("no runs to report")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels, seeded, groups = run_labels(runs), _seeded(runs), _groups(runs)
-    md = [*INTRO, *_tables(runs, labels), ""]
+    md = [*INTRO, *(f"**Note:** {note}." for note in notes), *([""] if notes else []), *_tables(runs, labels), ""]
     # issue 12: every run's validation accuracy on one figure; why the activations differ
-    md += write_why({label: run.path for label, run in zip(labels, runs)}, out_dir, save_png)
+    # (an experiment run with several seeds: one line, their mean ± std; its lowest seed's run in the "why")
+    figure_runs: dict[str, list[Path]] = {}
+    activations: dict[str, str] = {}
+    for label, run in zip(labels, runs):
+        key = run.experiment if run.experiment in seeded else label
+        figure_runs.setdefault(key, []).append(run.path)
+        activations.setdefault(key, str(run.model.get("activation", "")))
+    md += write_why(figure_runs, out_dir, save_png, activations)
     # the figures of each run, but of a seeded experiment's first run only (under the experiment's name)
     for label, run in zip(labels, runs):
         if run.experiment not in seeded:
             md += _section(label, run, out_dir, with_seed=bool(seeded))
         elif run is groups[run.experiment][0]:
             md += _section(run.experiment, run, out_dir, with_seed=True)
-    return write_text_atomic(out_dir / "REPORT.md", "\n".join(md))
+    before = _figures_of(out_dir / "REPORT.md")
+    path = write_text_atomic(out_dir / "REPORT.md", "\n".join(md))
+    for stale in sorted(before - _figures_of(path)):  # the figures of the report this one replaced, no longer shown
+        (out_dir / stale).unlink(missing_ok=True)
+    return path
+
+
+def _figures_of(report: Path) -> set[str]:
+    """The PNGs a REPORT.md shows (``![…](name.png)``, files beside it); none if there is no report."""
+    try:
+        text = report.read_text()
+    except OSError:
+        return set()
+    return set(re.findall(r"!\[[^\]]*\]\(([\w.-]+\.png)\)", text))

@@ -10,7 +10,9 @@
 
 The three runs compared are the course report's settings (``course_sigmoid``, ``course_tanh``,
 ``course_relu``: one learning rate for all three, so only the activation differs) where they
-exist, else ``baseline``, ``tanh`` and ``relu``.
+exist, else ``baseline``, ``tanh`` and ``relu``, else the first experiment with diagnostics of each
+hidden activation (by the run's ``--model.activation``); of an experiment run with several seeds,
+its lowest seed's run.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Optional, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-__all__ = ["Diagnostics", "read_diagnostics", "accuracy_figure", "why_figure", "write_why", "WHY_SETS"]
+from .figures import epoch_ticks
+
+__all__ = ["Diagnostics", "read_diagnostics", "accuracy_figure", "why_figure", "write_why", "choose_why", "WHY_SETS"]
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 #: the experiment names compared in the "why" section, first set found wins
@@ -73,46 +77,89 @@ def _figure(w: float, h: float) -> Figure:
     return fig
 
 
-def accuracy_figure(labels: Sequence[str], diags: Sequence[Diagnostics]) -> Figure:
-    """Every run's validation accuracy per epoch, on one logit-scaled axis (0.9, 0.99 equally spaced)."""
+def _mean_band(curves: Sequence[Sequence[float]]) -> tuple[list[float], list[float], list[float]]:
+    """Per epoch (as far as every curve goes): the mean, and mean ± the sample std (0 for one curve)."""
+    n = min(len(c) for c in curves)
+    mean, lo, hi = [], [], []
+    for i in range(n):
+        values = [c[i] for c in curves]
+        m = sum(values) / len(values)
+        sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+        mean.append(m), lo.append(m - sd), hi.append(m + sd)
+    return mean, lo, hi
+
+
+def accuracy_figure(labels: Sequence[str], diags: Sequence[Diagnostics] | Sequence[Sequence[Diagnostics]]) -> Figure:
+    """Validation accuracy per epoch, one line per experiment, on one logit-scaled axis (0.9, 0.99 equally spaced).
+
+    ``diags``: one run per label, or the runs of each label's seeds: then the line is their mean
+    and a band shows ± one sample standard deviation.  A line equal to an earlier one at every
+    epoch (``package``, the twin, equals ``baseline``) is drawn dotted on top of it, and its
+    legend entry says so.
+    """
     fig = _figure(8.0, 5.0)
     ax = fig.add_subplot()
     # each course run in the colour of our tuned config for the same activation
     pairs = {"baseline": 0, "course_sigmoid": 0, "tanh": 1, "course_tanh": 1, "relu": 2, "course_relu": 2}
     others = iter(range(3, 100))
-    for label, d in zip(labels, diags):
-        if d.val_acc:
-            color = f"C{pairs[label] if label in pairs else next(others) % 10}"
-            style = "--" if label.startswith("course_") else ":" if label == "package" else "-"
-            acc = [min(max(a, 1e-4), 1 - 1e-4) for a in d.val_acc]  # the logit scale has no 0 or 1
-            ax.plot(range(1, len(acc) + 1), acc, style, color=color, marker="o", markersize=3,
-                    label=label + (" (on baseline)" if label == "package" else ""))  # fmt: skip
+    drawn: dict[tuple, str] = {}  # a curve's values → the label drawn with them
+    seeded = False
+    for label, group in zip(labels, diags):
+        group = [group] if isinstance(group, Diagnostics) else list(group)
+        group = [d for d in group if d.val_acc]
+        if not group:
+            continue
+        clip = lambda a: min(max(a, 1e-4), 1 - 1e-4)  # noqa: E731 (the logit scale has no 0 or 1)
+        mean, lo, hi = _mean_band([[clip(a) for a in d.val_acc] for d in group])
+        epochs = range(1, len(mean) + 1)
+        color = f"C{pairs[label] if label in pairs else next(others) % 10}"
+        style = "--" if label.startswith("course_") else "-"
+        text = label + (f" ({len(group)} seeds)" if len(group) > 1 else "")
+        seeded = seeded or len(group) > 1
+        same = drawn.get(tuple(mean))
+        if same is not None:  # drawn on top of an equal line, which stays visible around it
+            style, text = ":", f"{text} (= {same}, drawn on it)"
+        ax.plot(epochs, mean, style, color=color, marker="o", markersize=3, label=text, zorder=3 if same else 2)
+        if len(group) > 1:
+            ax.fill_between(epochs, [clip(v) for v in lo], [clip(v) for v in hi], color=color, alpha=0.15, linewidth=0)
+        drawn.setdefault(tuple(mean), label)
+    covered = {tuple(line.get_ydata()) for line in ax.get_lines() if line.get_linestyle() == ":"}
+    for line in ax.get_lines():  # a line with an equal one on top: wide and pale, so both show
+        if line.get_linestyle() != ":" and tuple(line.get_ydata()) in covered:
+            line.set_linewidth(5.0)
+            line.set_alpha(0.45)
     ax.set_yscale("logit")
     ax.yaxis.set_major_locator(FixedLocator([0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995]))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (logit scale)")
-    ax.set_title("Validation accuracy per epoch (dashed: the course report's settings)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Validation accuracy per epoch (dashed: the course report's settings)"
+                 + ("\nseveral seeds: their mean, and a band of ± one sample std" if seeded else ""))  # fmt: skip
+    ax.xaxis.set_major_locator(epoch_ticks())
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, ncol=2)
     return fig
 
 
-def why_figure(names: Sequence[str], diags: Sequence[Diagnostics]) -> Figure:
+def _activation(name: str) -> str:
+    """The hidden activation an experiment's name says (``baseline``: sigmoid), for callers that pass none."""
+    return next((a for a in ACTIVATIONS if a in name), name) if name != "baseline" else "sigmoid"
+
+
+def why_figure(names: Sequence[str], diags: Sequence[Diagnostics], activations: Sequence[str] = ()) -> Figure:
     """Rows: ‖∂L/∂h_l‖ through epoch 1; saturated / dead fraction per epoch; update:data ratio per epoch."""
     fig = _figure(4.2 * len(diags), 10.0)
     axes = fig.subplots(3, len(diags), squeeze=False, sharey="row")
-    for col, (name, d) in enumerate(zip(names, diags)):
+    activations = list(activations) or [_activation(name) for name in names]
+    for col, (name, d, act) in enumerate(zip(names, diags, activations)):
         n = d.steps_per_epoch
-        act = next((a for a in ACTIVATIONS if a in name), name) if name != "baseline" else "sigmoid"
         ax = axes[0][col]
         for layer in d.layers("grad_h"):
             pts = [(s, v) for s, v in d.series("grad_h", layer) if s <= n]
             ax.plot(*zip(*pts), "o-", markersize=3, color=COLORS.get(layer), label=f"layer {layer}")
         ax.set_yscale("log")
-        ax.set_title(f"{name}\n‖∂L/∂h_l‖ through epoch 1")
+        ax.set_title(f"{name} ({act})\n‖∂L/∂h_l‖ through epoch 1" if act not in name else f"{name}\n‖∂L/∂h_l‖ through epoch 1")
         ax.set_xlabel("step")
         unit = "dead" if act == "relu" else "saturated"
         ax = axes[1][col]
@@ -140,7 +187,7 @@ def _fmt(v: Optional[float], spec: str = ".3g") -> str:
     return "—" if v is None else format(v, spec)
 
 
-def _key_numbers(name: str, d: Diagnostics) -> dict:
+def _key_numbers(act: str, d: Diagnostics) -> dict:
     n = d.steps_per_epoch
     layers = d.layers("grad_h")
     first, last = (layers[0], layers[-1]) if layers else (None, None)
@@ -148,7 +195,7 @@ def _key_numbers(name: str, d: Diagnostics) -> dict:
     g0_last = d.at("grad_h", last, 0) if last else None
     end1 = round(n)
     ratio1 = d.at("update_ratio", first, end1) if first else None
-    unit = "dead" if "relu" in name else "saturated"
+    unit = "dead" if act == "relu" else "saturated"
     fracs = [d.series(unit, layer)[-1][1] for layer in d.layers(unit) if d.series(unit, layer)]
     return {
         "grad_in_over_out": (g0_first / g0_last) if g0_first and g0_last else None,
@@ -161,30 +208,58 @@ def _key_numbers(name: str, d: Diagnostics) -> dict:
     }
 
 
-def write_why(runs_by_name: dict[str, Path], out_dir: Path, save_png) -> list[str]:
-    """The markdown lines of the comparison figure and the "why" section; PNGs saved with ``save_png``."""
+def choose_why(activations: dict[str, str], has_diagnostics: dict[str, bool]) -> tuple[str, ...]:
+    """The experiments compared in "why the activations differ": a set of :data:`WHY_SETS`, else one per activation.
+
+    ``activations``: experiment → its hidden activation (report order); only experiments with
+    diagnostics count.  The fallback takes, for sigmoid, tanh and ReLU in turn, the first
+    experiment of that activation: never the same activation twice.
+    """
+    ok = [name for name in activations if has_diagnostics.get(name)]
+    chosen = next((s for s in WHY_SETS if all(n in ok for n in s)), None)
+    if chosen is not None:
+        return chosen
+    first = {a: next((n for n in ok if activations[n] == a), None) for a in ACTIVATIONS}
+    return tuple(n for n in first.values() if n is not None)
+
+
+def write_why(
+    runs_by_name: dict[str, Path | Sequence[Path]], out_dir: Path, save_png, activations: Optional[dict[str, str]] = None
+) -> list[str]:
+    """The markdown lines of the comparison figure and the "why" section; PNGs saved with ``save_png``.
+
+    ``runs_by_name``: label → its run folder, or its seeds' run folders (lowest seed first: the
+    accuracy figure shows their mean ± std, the "why" section the first).  ``activations``: label →
+    the hidden activation of its runs (default: what the label's name says).
+    """
     labels = list(runs_by_name)
-    diags = {label: read_diagnostics(path) for label, path in runs_by_name.items()}
+    folders = {k: [v] if isinstance(v, (str, Path)) else list(v) for k, v in runs_by_name.items()}
+    diags = {label: [read_diagnostics(path) for path in paths] for label, paths in folders.items()}
+    acts = {label: (activations or {}).get(label) or _activation(label) for label in labels}
     md = ["## Validation accuracy, every experiment", ""]
     save_png(accuracy_figure(labels, [diags[k] for k in labels]), out_dir / "val_accuracy.png")
-    md += ["![validation accuracy per epoch, every experiment](val_accuracy.png)", ""]
-    chosen = next((s for s in WHY_SETS if all(n in diags and diags[n].has_diagnostics for n in s)), None)
-    if chosen is None:
-        chosen = tuple(n for n in labels if diags[n].has_diagnostics and any(a in n for a in ACTIVATIONS))[:3]
+    seeded = [k for k in labels if len(diags[k]) > 1]
+    md += ["![validation accuracy per epoch, every experiment" + (", mean ± std over seeds" if seeded else "")
+           + "](val_accuracy.png)", ""]  # fmt: skip
+    if seeded:
+        md += [f"{', '.join(seeded)}: the mean over {'its' if len(seeded) == 1 else 'their'} seeds, with a band of ± one "
+               "sample standard deviation.", ""]  # fmt: skip
+    chosen = choose_why(acts, {k: diags[k][0].has_diagnostics for k in labels})
     md += ["## Why the activations differ", ""]
     if not chosen:
         return md + ["No run with gradient-flow diagnostics (`diagnostics/` in TensorBoard) to compare.", ""]
-    save_png(why_figure(chosen, [diags[n] for n in chosen]), out_dir / "why_activations.png")
-    nums = {n: _key_numbers(n, diags[n]) for n in chosen}
+    compared = [acts[n] for n in chosen]
+    save_png(why_figure(chosen, [diags[n][0] for n in chosen], compared), out_dir / "why_activations.png")
+    nums = {n: _key_numbers(acts[n], diags[n][0]) for n in chosen}
     same_lr = chosen[0].startswith("course_")
     md += [
-        f"Runs: {', '.join(f'`{runs_by_name[n]}`' for n in chosen)}"
+        f"Runs: {', '.join(f'`{folders[n][0]}`' for n in chosen)}"
         + (" (the course report's settings: one learning rate, 0.01, for all three, so only the activation differs)." if same_lr else "."),
         "Measured by `src.instruments.diagnostics.GradientFlowDiagnostics` on a fixed probe batch (the first 256 validation "
         "images) before training, a few times in epoch 1 and after every epoch; layer 1 is the "
         "first hidden layer, the last layer the output (its h is the logits).",
         "",
-        "![gradient flow: sigmoid, tanh, ReLU](why_activations.png)",
+        f"![gradient flow: {', '.join('ReLU' if a == 'relu' else a for a in compared)}](why_activations.png)",
         "",
         "| run | ‖∂L/∂h₁‖ / ‖∂L/∂h_out‖ at the start | update:data ratio after epoch 1, layer 1 / output | "
         "saturated or dead fraction at the end (worst layer) | val acc after epoch 1 | val acc at the end |",
@@ -196,15 +271,15 @@ def write_why(runs_by_name: dict[str, Path], out_dir: Path, save_png) -> list[st
             f"| {n} | {_fmt(k['grad_in_over_out'])} | {_fmt(k['ratio_layer1_epoch1'])} / {_fmt(k['ratio_out_epoch1'])} | "
             f"{_fmt(k['unit_max_end'], '.2%')} {k['unit']} | {_fmt(k['acc_epoch1'], '.4f')} | {_fmt(k['acc_end'], '.4f')} |"
         )
-    for sentence in _reading(chosen, nums):
+    for sentence in _reading(chosen, nums, acts):
         md += ["", sentence]
     md += [""]
     return md
 
 
-def _reading(chosen: Sequence[str], nums: dict) -> list[str]:
+def _reading(chosen: Sequence[str], nums: dict, acts: dict[str, str]) -> list[str]:
     """A few sentences that read the figure, from its numbers."""
-    by_act = {a: n for n in chosen for a in ACTIVATIONS if a in n or (a == "sigmoid" and n == "baseline")}
+    by_act = {acts[n]: n for n in chosen}
     out = []
     s, t, r = (nums.get(by_act.get(a)) for a in ACTIVATIONS)
     if s and s["grad_in_over_out"] is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "check_data",
     "check_trainer",
     "check_config_files",
+    "check_no_optimizer_flags",
     "check_experiment_name",
     "config_files",
     "NEEDS_CHECKPOINT",
@@ -129,6 +130,11 @@ def check_data(data: Any, subcommand: str | None) -> None:
     check_batch_size_flag(data, subcommand)
 
 
+#: what --trainer.fast_dev_run's refusal suggests: one epoch of 2 training and 2 validation batches
+#: (an integer counts batches, a float is a fraction, and "1" parses as 1.0: every batch)
+QUICK_CHECK = "--trainer.max_epochs 1 --trainer.limit_train_batches 2 --trainer.limit_val_batches 2"
+
+
 def check_trainer(trainer: Any, subcommand: str | None) -> None:
     """The trainer against the run's results: epochs, no fast_dev_run, a GPU that exists, checkpoints on."""
     if trainer is None:
@@ -139,8 +145,7 @@ def check_trainer(trainer: Any, subcommand: str | None) -> None:
     if _get(trainer, "fast_dev_run") not in (None, False, 0):
         raise ConfigError(
             "--trainer.fast_dev_run is not supported: it turns off the checkpoints and the logger that "
-            "the run's results come from; for a quick check use --trainer.max_epochs 1 "
-            "--trainer.limit_train_batches 2 --trainer.limit_val_batches 1"
+            f"the run's results come from; for a quick check use {QUICK_CHECK}"
         )
     accelerator = _get(trainer, "accelerator")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -223,3 +228,40 @@ def check_config_files(argv: list[str]) -> None:
     for path in config_files(argv):
         if Path(path).is_file() and not Path(path).read_text().strip():
             raise ConfigError(f"--config {path}: the file is empty; give at least one key, e.g. 'model: {{lr: 0.1}}'")
+
+
+#: LightningCLI's own optimizer and scheduler groups (which would replace the module's configure_optimizers): what to use
+TORCH_OPTIMIZER_GROUPS = {
+    "optimizer": "use --model.optimizer gd|adam with --model.lr, --model.betas, --model.eps",
+    "lr_scheduler": "use --model.lr_schedule constant|cosine with --model.optimizer gd|adam",
+}
+
+
+def check_no_optimizer_flags(argv: list[str]) -> None:
+    """No ``--optimizer`` / ``--lr_scheduler`` (flags or a config file's keys): the optimizers are the hand-written ones.
+
+    LightningCLI offers them by default and, given, silently replaces the module's
+    ``configure_optimizers`` with ``torch.optim``'s; the CLI turns them off
+    (``auto_configure_optimizers=False``) and this names what to use instead.
+    """
+    flags = {arg.split("=", 1)[0].split(".", 1)[0].lstrip("-") for arg in argv if arg.startswith("--")}
+    for group, instead in TORCH_OPTIMIZER_GROUPS.items():
+        if group in flags:
+            raise ConfigError(
+                f"--{group} is not supported: it would replace the hand-written optimizer and schedule "
+                f"(src/hand/optim.py, --model.*) with torch.optim's; {instead}"
+            )
+    for path in config_files(argv):
+        try:
+            import yaml  # jsonargparse's own reader of config files
+
+            keys = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):  # jsonargparse names a broken file itself
+            keys = None
+        for group, instead in TORCH_OPTIMIZER_GROUPS.items():
+            if isinstance(keys, dict) and group in keys:
+                why = (  # the config.yaml of a run before issue 24 holds "optimizer: null"
+                    "is no longer taken; delete that line" if keys[group] is None
+                    else "is not supported: it would replace the hand-written optimizer and schedule with torch.optim's"
+                )  # fmt: skip
+                raise ConfigError(f"--config {path}: the key {group!r} {why}; {instead}")

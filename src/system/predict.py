@@ -5,8 +5,8 @@
 
 The images are read and converted to MNIST's format by :mod:`src.data.images` (through
 ``MNISTDataModule.setup("predict")``) and standardized with the training split's mean and
-std, which the checkpoint carries; :class:`PredictionWriter` (a Lightning
-``BasePredictionWriter``, always on) writes them with :func:`write_predictions`.
+std, which the checkpoint carries; :class:`PredictionWriter` (a Lightning callback, always on)
+writes them with :func:`write_predictions`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import io
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from .runs import write_text_atomic
@@ -24,18 +24,26 @@ from .runs import write_text_atomic
 __all__ = ["PredictionWriter", "write_predictions", "format_predictions"]
 
 
-class PredictionWriter(BasePredictionWriter):
-    """After ``predict``: ``predictions.csv`` in the run folder, and a short table on stdout."""
+class PredictionWriter(Callback):
+    """After ``predict``: ``predictions.csv`` in the run folder, and a short table on stdout.
 
-    def __init__(self) -> None:
-        super().__init__(write_interval="epoch")
+    A plain callback that keeps each batch's outputs: Lightning's ``BasePredictionWriter`` also
+    wants the dataset indices of each batch, which only a ``DataLoader``'s sampler gives (it warned
+    "Couldn't infer the batch indices" on every predict); the images' order is the data module's.
+    """
 
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+    def on_predict_epoch_start(self, trainer, pl_module) -> None:
+        self._outputs: list[Tensor] = []
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._outputs.append(outputs.detach())
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
         run_dir = Path(trainer.log_dir)  # a collective call under DDP: every rank asks
         if not trainer.is_global_zero:
             return
         names = trainer.datamodule.predict_names
-        outputs = torch.cat(predictions)
+        outputs = torch.cat(self._outputs)
         path = write_predictions(run_dir / "predictions.csv", names, outputs)
         print(f"\n{format_predictions(names, outputs)}predictions for {len(outputs)} images in {path}, "
               f"from {getattr(pl_module, 'evaluated_weights', 'the trained weights')}")
