@@ -34,7 +34,7 @@ from lightning.pytorch.plugins import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from .system import lightning_private, runs
+from .system import lightning_private, runs, stops
 from .system.callbacks import ResumableModelCheckpoint, RNGStateCallback
 from .system.checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
 from .system.config import check_config, check_config_files
@@ -90,7 +90,7 @@ class RunLogger(TensorBoardLogger):
 
     @property
     def version(self) -> int | str:
-        if rank_zero_only.rank != 0:
+        if rank_zero_only.rank != 0 or self._version is not None:  # given: the folder of a run being completed
             return super().version
         if self._claimed is None:
             self._claimed = int(claim_run_dir(self.root_dir).name.split("_")[1])
@@ -116,6 +116,9 @@ def _plain(value: Any) -> Any:
 class CLI(LightningCLI):
     """LightningCLI with the run folder, the checks before anything starts, and the after-fit report."""
 
+    #: the run folder a ``fit --ckpt_path`` completes: its checkpoint has trained every epoch, its report is missing
+    completes: Optional[Path] = None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--experiment",
@@ -131,6 +134,8 @@ class CLI(LightningCLI):
         )
 
     def experiment_name(self) -> str:
+        if self.completes is not None:
+            return self.completes.parent.name
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.get("experiment"):
             return cfg["experiment"]
@@ -166,6 +171,8 @@ class CLI(LightningCLI):
                     f"--trainer.max_epochs={max_epochs} is not allowed with this checkpoint: it has already trained "
                     f"{done} epochs; give --trainer.max_epochs {done + 1} or more to train further"
                 )
+            if subcommand == "fit" and max_epochs == done:  # nothing to train: a run stopped before its report
+                self.completes = runs.unreported_run(ckpt_path)
         # LightningCLI sets the seed next and logs it, before the classes check their own values:
         # held until they have (instantiate_classes), so a refused value is the only line.
         SEED_LOG.addFilter(_HeldRecords())
@@ -188,17 +195,25 @@ class CLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         config = (self.config_init[self.subcommand] if self.subcommand else self.config_init).get("trainer") or {}
+        run = self.completes  # a run whose training ended but whose report was not written: into its own folder
+        if run is not None:
+            self.save_config_callback = None  # its config.yaml stays the one it was trained with
         if config.get("logger") in (None, True):
-            kwargs["logger"] = RunLogger(str(LOG_ROOT), name=self.experiment_name(), default_hp_metric=False)
+            where = dict(name=self.experiment_name()) if run is None else dict(name=run.parent.name, version=run.name)
+            kwargs["logger"] = RunLogger(str(LOG_ROOT), **where, default_hp_metric=False)
         elif config.get("logger") is False:
             # no logger: checkpoints and results still go into a run folder, never the current one
             parent = LOG_ROOT / self.experiment_name()
-            kwargs["default_root_dir"] = str(claim_run_dir(parent) if rank_zero_only.rank == 0 else parent)
+            claimed = run or (claim_run_dir(parent) if rank_zero_only.rank == 0 else parent)
+            kwargs["default_root_dir"] = str(claimed)
         callbacks = config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             # Redrawing the bar every step costs more than a training step here.
             callbacks.append(TQDMProgressBar(refresh_rate=50))
+        if self.subcommand == "fit":  # a stop after training waits for the report (src.system.stops)
+            self._stops = stops.HoldStops()
+            callbacks.append(self._stops)
         if config.get("enable_checkpointing") is False:  # validate/test/predict: nothing to save
             self.trainer_defaults["callbacks"] = [
                 c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ResumableModelCheckpoint)
@@ -238,8 +253,19 @@ class CLI(LightningCLI):
                 "supported by fit: its processes end before the after-fit evaluation; use --trainer.strategy ddp"
             )
         self._fit_start = time.perf_counter()
+        self._stops.install()
 
     def after_fit(self) -> None:
+        try:
+            self._report()
+        finally:
+            self._stops.uninstall()
+        if self._stops.held and self.trainer.is_global_zero:
+            print(f"note: {self._stops.held} came after training had ended; the run was finished first "
+                  f"(results in {Path(self.trainer.log_dir) / 'results.json'})", file=sys.stderr, flush=True)
+
+    def _report(self) -> None:
+        """Evaluate the best checkpoint on the three splits; write results.json, the reports and TensorBoard's share."""
         trainer, model, dm = self.trainer, self.model, self.datamodule
         if trainer.interrupted:
             return
@@ -293,20 +319,23 @@ class CLI(LightningCLI):
         return f"{'--trainer.max_time ran out' if ran_out else 'training stopped'} {done} of {total} batches into epoch {epoch + 1}"
 
     def _write_results(self, run_dir: Path, results: dict) -> None:
-        """results.json and the train and test classification reports into the run folder; TensorBoard's share."""
+        """The train and test classification reports, TensorBoard's share, then results.json into the run folder.
+
+        ``results.json`` comes last: a run folder that holds it is finished, with every file.
+        """
         run_dir.mkdir(parents=True, exist_ok=True)
         for split in ("train", "test"):
             text = format_report(results[split]["report"])
             write_text_atomic(run_dir / f"{split}_report.txt", text)
             print(f"\n{split.capitalize()} classification report ({self.experiment_name()}):\n{text}")
+        if isinstance(self.trainer.logger, TensorBoardLogger):
+            self._log_to_tensorboard(results)
         write_json_atomic(run_dir / "results.json", results)
         print(
             f"test accuracy {results['test']['accuracy']:.4f} ({results['evaluated_weights']}), "
             f"wall time {results['wall_time_s']:.1f} s; "
             f"results in {run_dir / 'results.json'}"
         )
-        if isinstance(self.trainer.logger, TensorBoardLogger):
-            self._log_to_tensorboard(results)
 
     def _log_to_tensorboard(self, results: dict) -> None:
         """The confusion matrix, classification reports and hyperparameters (HParams metric: test accuracy)."""
@@ -371,6 +400,7 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
         raise
     finally:
         _release_held(emit=False)  # a start that failed before the classes were built
+        stops.release()  # the signal handlers of a fit that ended in an exception
 
 
 def _last_checkpoint() -> tuple[Path, int] | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 
 from src.data.mnist import MNISTDataModule
 from src.train import RunLogger, main
@@ -139,6 +140,99 @@ def test_sigterm_exits_nonzero_and_leaves_a_resumable_run(fake_data):
     main([*args[:-4], "--trainer.max_epochs", str(epochs + 1), "--experiment", "term", "--ckpt_path", str(last)])
     resumed = json.loads((fake_data / "lightning_logs" / "term" / "version_1" / "results.json").read_text())
     assert resumed["epochs"] == epochs + 1
+
+
+class SignalAtReport(Callback):
+    """Send this process the signal ``name`` while the after-fit report evaluates the best checkpoint (training has ended)."""
+
+    def __init__(self, name: str = "SIGTERM"):
+        self.signum = getattr(signal, name)
+
+    def on_test_batch_end(self, trainer, pl_module, *args, **kwargs):
+        os.kill(os.getpid(), self.signum)
+
+
+class TermInLastValidation(Callback):
+    """SIGTERM during the last epoch's validation: Lightning stops once that epoch's checkpoint is written."""
+
+    def on_validation_batch_end(self, trainer, pl_module, *args, **kwargs):
+        if not trainer.sanity_checking and trainer.current_epoch == trainer.max_epochs - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _finished_with_every_file(run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name in ("results.json", "train_report.txt", "test_report.txt", "config.yaml", "hparams.yaml"):
+        assert (run / name).is_file(), name
+    acc = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    assert "test/confusion_matrix" in acc.Tags()["images"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_stop_after_training_finishes_the_run_first(name, fake_data):
+    """Issue 23: SIGTERM after training killed the process by the raw signal with half a report (SIGINT: exit 130)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", "fit", *TINY, "--trainer.max_epochs", "1",
+         "--trainer.callbacks+=tests.test_runs.SignalAtReport", f"--trainer.callbacks.init_args.name={name}"],
+        cwd=fake_data, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300,
+    )  # fmt: skip
+    run = Path("lightning_logs") / "default" / "version_0"
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"note: {name}{' (Ctrl-C)' if name == 'SIGINT' else ''} came after training had ended; the run was "
+        f"finished first (results in {run / 'results.json'})"
+    )
+    assert "error" not in proc.stderr
+    _finished_with_every_file(fake_data / run)
+    assert run_folders(fake_data) == ["default/version_0"]
+
+
+def test_ctrl_c_after_training_finishes_the_run_first(fake_data, capsys):
+    """The same in this process (SIGINT is a KeyboardInterrupt here, so no subprocess is needed)."""
+    handler = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        main(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.callbacks+=tests.test_runs.SignalAtReport",
+              "--trainer.callbacks.init_args.name=SIGINT"])  # fmt: skip
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("note: SIGINT (Ctrl-C) came after training had ended; the run was finished first")
+    _finished_with_every_file(fake_data / "lightning_logs" / "default" / "version_0")
+
+
+@pytest.mark.slow
+def test_a_run_stopped_after_its_last_epoch_is_completed_in_its_own_folder(fake_data):
+    """Issue 23: the resume of a run whose training had ended wrote its report into a second run folder."""
+    args = ["fit", *TINY, "--trainer.max_epochs", "2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", *args, "--trainer.callbacks+=tests.test_runs.TermInLastValidation"],
+        cwd=fake_data, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300,
+    )  # fmt: skip
+    run = Path("lightning_logs") / "default" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    assert proc.returncode == 128 + 15
+    assert proc.stderr.strip().splitlines()[-1] == f"error: stopped by SIGTERM after 2 finished epoch(s); resume with --ckpt_path {last}"
+    assert not (fake_data / run / "results.json").exists()
+    config = (fake_data / run / "config.yaml").read_text()
+    main([*args, "--ckpt_path", str(last)])  # the documented resume
+    assert run_folders(fake_data) == ["default/version_0"]  # no second folder
+    _finished_with_every_file(fake_data / run)
+    assert (fake_data / run / "config.yaml").read_text() == config  # the run's own, as it was trained
+    main([*args, "--experiment", "whole"])  # never stopped: the same results to the last bit
+    completed, whole = (json.loads((fake_data / "lightning_logs" / e / "version_0" / "results.json").read_text())
+                        for e in ("default", "whole"))  # fmt: skip
+    for split in ("train", "val", "test"):
+        assert completed[split] == whole[split]
+    assert completed["epochs"] == whole["epochs"] == 2
+    from src.instruments.results import read_run
+
+    os.chdir(fake_data)
+    assert read_run(run).earlier == []  # its own folder, not a run it continues
 
 
 # ----------------------------------------------------------- 4. the split comes from the checkpoint
