@@ -377,6 +377,8 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
         return _cli(args, run)
     except (ArgumentError, ConfigError) as err:
         _exit(one_line(err), 2)
+    except MisconfigurationException as err:  # Lightning refusing a value once it knows the data (limit_train_batches 0.01)
+        _exit(one_line(err), 2)
     except OutputError as err:  # a read-only or full disk: the checkpoints so far can be resumed
         _exit(one_line(err) + _resume_hint(), 1)
     except (DataError, DivergenceError) as err:

@@ -354,6 +354,9 @@ REFUSED = [
      "whole epochs; use --trainer.max_epochs (and --trainer.limit_train_batches for shorter epochs)"),
     (["--data.batch_size", "100000"], "--data.batch_size=100000 is larger than the 512 training images (600 of MNIST "
      "minus --data.val_size 88): every epoch would be one step of 512; give at most 512"),
+    # issue 23: an untrained net was reported as a finished run (test accuracy of the initial weights)
+    (["--trainer.limit_train_batches", "0"], "--trainer.limit_train_batches=0.0 is not allowed by fit: it would train "
+     "nothing and report the initial weights as a finished run; give a number of batches >= 1 or a fraction in (0, 1]"),
 ]  # fmt: skip
 
 
@@ -361,6 +364,14 @@ REFUSED = [
 def test_refused_flag_is_one_line(bad, expected, fake_data, capsys):
     status, err = run_cli(["fit", *TINY, *bad], capsys)
     assert status == 2 and err == [f"error: {expected}"], err
+    assert run_folders(fake_data) == []
+
+
+def test_a_fraction_of_less_than_one_batch_is_one_line(fake_data, capsys):
+    """Lightning refuses it only once it knows the data (8 batches): its own sentence, no traceback, no run folder."""
+    status, err = run_cli(["fit", *TINY, "--trainer.limit_train_batches", "0.01"], capsys)
+    assert status == 2 and err[-1].startswith("error: You requested to check 0.01 of the `train_dataloader`"), err
+    assert "limit_train_batches" in err[-1] and not any("Traceback" in line for line in err)
     assert run_folders(fake_data) == []
 
 

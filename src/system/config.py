@@ -153,6 +153,12 @@ def check_trainer(trainer: Any, subcommand: str | None) -> None:
             "--trainer.enable_checkpointing=false is not supported by fit: the results come from the best "
             "checkpoint, and last.ckpt is what a stopped run resumes from"
         )
+    limit = _get(trainer, "limit_train_batches")
+    if subcommand == "fit" and limit is not None and not isinstance(limit, bool) and limit == 0:
+        raise ConfigError(
+            f"--trainer.limit_train_batches={limit!r} is not allowed by fit: it would train nothing and report the "
+            "initial weights as a finished run; give a number of batches >= 1 or a fraction in (0, 1]"
+        )
     check_step_limit(trainer)
     check_gradient_steps_flags(trainer)
 
