@@ -36,7 +36,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .system import lightning_private, runs, stops
 from .system.callbacks import ResumableModelCheckpoint, RNGStateCallback
-from .system.checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
+from .system.checkpoints import (
+    AtomicCheckpointIO, batch_size_change, checkpoint_conflicts, checkpoint_seed, completed_epochs, explicit_keys,
+)
 from .system.config import check_config, check_config_files
 from .data.mnist import MNISTDataModule, check_files
 from .instruments.diagnostics import GradientFlowDiagnostics
@@ -159,7 +161,9 @@ class CLI(LightningCLI):
         ckpt_path = cfg.get("ckpt_path")
         if ckpt_path:
             ckpt = AtomicCheckpointIO().load_checkpoint(ckpt_path)
-            conflicts = checkpoint_conflicts(cfg.get("model"), cfg.get("data"), ckpt, explicit_keys(argv))
+            conflicts = checkpoint_conflicts(
+                cfg.get("model"), cfg.get("data"), ckpt, explicit_keys(argv), cfg.get("seed_everything")
+            )
             if conflicts:
                 raise ConfigError(
                     f"--ckpt_path {ckpt_path} was trained with other values than given: {'; '.join(conflicts)}; "
@@ -171,6 +175,12 @@ class CLI(LightningCLI):
                     f"--trainer.max_epochs={max_epochs} is not allowed with this checkpoint: it has already trained "
                     f"{done} epochs; give --trainer.max_epochs {done + 1} or more to train further"
                 )
+            seed = checkpoint_seed(ckpt)
+            if seed is not None and "seed_everything" not in explicit_keys(argv)["run"]:
+                cfg["seed_everything"] = seed  # the run's own seed (what results.json and TensorBoard record)
+            change = batch_size_change(cfg.get("data"), ckpt) if subcommand == "fit" else None
+            if change and rank_zero_only.rank == 0:  # accepted, said once
+                print(f"warning: {change}", file=sys.stderr, flush=True)
             if subcommand == "fit" and max_epochs == done:  # nothing to train: a run stopped before its report
                 self.completes = runs.unreported_run(ckpt_path)
         # LightningCLI sets the seed next and logs it, before the classes check their own values:

@@ -357,6 +357,9 @@ REFUSED = [
     # issue 23: an untrained net was reported as a finished run (test accuracy of the initial weights)
     (["--trainer.limit_train_batches", "0"], "--trainer.limit_train_batches=0.0 is not allowed by fit: it would train "
      "nothing and report the initial weights as a finished run; give a number of batches >= 1 or a fraction in (0, 1]"),
+    (["--trainer.default_root_dir", "elsewhere"], "--trainer.default_root_dir='elsewhere' is not supported: every run "
+     "goes to lightning_logs/<experiment>/version_N/ under the current folder; run from the folder that should hold "
+     "lightning_logs/ (cd there), and name the run with --experiment"),
 ]  # fmt: skip
 
 

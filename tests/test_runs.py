@@ -280,6 +280,53 @@ def test_explicit_values_that_differ_from_the_checkpoint_are_refused(trained, mo
     assert cli.model.hparams.activation == "relu"
 
 
+def test_another_seed_on_resume_is_refused_naming_the_checkpoints(trained, monkeypatch, capsys):
+    """Issue 23: --seed_everything 5 on resume was accepted and ignored (the checkpoint's random states win)."""
+    root, run = trained
+    monkeypatch.chdir(root)
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    before = run_folders(root)
+    status, err = run_cli(["fit", *TINY, "--trainer.max_epochs", "3", "--seed_everything", "5", "--ckpt_path", ckpt], capsys)
+    assert status == 2 and len(err) == 1, err
+    assert err[0] == (
+        f"error: --ckpt_path {ckpt} was trained with other values than given: --seed_everything=5 (checkpoint: 0); "
+        "leave them out to use the checkpoint's, or train a new run without --ckpt_path"
+    )
+    (root / "seed.yaml").write_text("seed_everything: 5\n")  # a --config that says it
+    status, err = run_cli(["validate", "--config", "seed.yaml", *TINY, "--ckpt_path", ckpt], capsys)
+    assert status == 2 and "--seed_everything=5 (checkpoint: 0)" in err[0], err
+    assert run_folders(root) == before
+    cli = main(["validate", *TINY, "--seed_everything", "0", "--ckpt_path", ckpt])  # the same seed goes on
+    assert cli.config["validate"]["seed_everything"] == 0
+
+
+def test_the_checkpoints_seed_is_the_runs_when_not_given(tmp_path):
+    """A resume without --seed_everything records the seed the run was trained with, not the default 0."""
+    from src.system.checkpoints import checkpoint_seed
+
+    saved = {"callbacks": {"RNGStateCallback": {"seed_everything": 3}}, "MNISTDataModule": {"seed": 7}}
+    assert checkpoint_seed(saved) == 3
+    # written before the seed was saved: the split's seed is the run's unless --data.seed was given
+    assert checkpoint_seed({"MNISTDataModule": {"seed": 4}, "datamodule_hyper_parameters": {"seed": None}}) == 4
+    assert checkpoint_seed({"MNISTDataModule": {"seed": 4}, "datamodule_hyper_parameters": {"seed": 4}}) is None
+
+
+def test_another_batch_size_on_resume_is_said_once(trained, monkeypatch, capsys):
+    """Issue 23: accepted without a word, and the resumed run then differs from the uninterrupted one."""
+    root, run = trained
+    monkeypatch.chdir(root)
+    cli = main(["fit", *TINY, "--data.batch_size", "32", "--trainer.max_epochs", "3", "--experiment", "bs",
+                "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])  # fmt: skip
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: --data.batch_size=32 is not the checkpoint's (64): the resumed run takes steps of 32 from here on, "
+        "so it will not equal the uninterrupted run; give --data.batch_size 64 to continue it exactly"
+    ]
+    assert cli.datamodule.hparams.batch_size == 32
+    results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    assert results["config"]["seed_everything"] == 0  # the checkpoint's
+
+
 def test_evaluation_without_checkpointing_runs(trained, monkeypatch):
     """--trainer.enable_checkpointing false is refused by fit only: validate and test save nothing anyway."""
     root, run = trained

@@ -11,6 +11,7 @@ Checkpoints are written and read by :class:`src.system.checkpoints.AtomicCheckpo
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any, Callable
 
@@ -42,9 +43,15 @@ class RNGStateCallback(Callback):
     of the global generators (dropout, augmentation) then resumes exactly too.
     """
 
+    def __init__(self) -> None:
+        #: the run's ``--seed_everything``: a checkpoint's when resumed (the command line's then changes nothing)
+        self.seed: int | None = None
+
     def state_dict(self) -> dict[str, Any]:
         kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+        seed = self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything
         state = {
+            "seed_everything": None if seed is None else int(seed),
             "torch": torch.get_rng_state(),
             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},  # fmt: skip
@@ -55,6 +62,7 @@ class RNGStateCallback(Callback):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seed = state_dict.get("seed_everything")
         torch.set_rng_state(state_dict["torch"])
         n = state_dict["numpy"]
         np.random.set_state(

@@ -159,6 +159,12 @@ def check_trainer(trainer: Any, subcommand: str | None) -> None:
             f"--trainer.limit_train_batches={limit!r} is not allowed by fit: it would train nothing and report the "
             "initial weights as a finished run; give a number of batches >= 1 or a fraction in (0, 1]"
         )
+    if _get(trainer, "default_root_dir") is not None:
+        raise ConfigError(
+            f"--trainer.default_root_dir={str(_get(trainer, 'default_root_dir'))!r} is not supported: every run goes to "
+            "lightning_logs/<experiment>/version_N/ under the current folder; run from the folder that should hold "
+            "lightning_logs/ (cd there), and name the run with --experiment"
+        )
     check_step_limit(trainer)
     check_gradient_steps_flags(trainer)
 
