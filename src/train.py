@@ -39,7 +39,7 @@ from .system.callbacks import ResumableModelCheckpoint, RNGStateCallback
 from .system.checkpoints import (
     AtomicCheckpointIO, batch_size_change, checkpoint_conflicts, checkpoint_seed, completed_epochs, explicit_keys,
 )
-from .system.config import check_config, check_config_files
+from .system.config import check_config, check_config_files, check_precision
 from .data.mnist import MNISTDataModule, check_files
 from .instruments.diagnostics import GradientFlowDiagnostics
 from .errors import ConfigError, DataError, DivergenceError, OutputError, one_line
@@ -159,8 +159,12 @@ class CLI(LightningCLI):
         # LightningCLI next replaces the --model.* values with --ckpt_path's, so a resume rebuilds
         # the checkpoint's architecture: refuse a damaged file, or explicit values that differ.
         ckpt_path = cfg.get("ckpt_path")
+        ckpt = AtomicCheckpointIO().load_checkpoint(ckpt_path) if ckpt_path else None
+        implementation = (cfg.get("model") or {}).get("implementation")
+        if ckpt is not None:  # the checkpoint's net is the one trained or evaluated
+            implementation = (ckpt.get("hyper_parameters") or {}).get("implementation", implementation)
+        check_precision((cfg.get("trainer") or {}).get("precision"), implementation)
         if ckpt_path:
-            ckpt = AtomicCheckpointIO().load_checkpoint(ckpt_path)
             conflicts = checkpoint_conflicts(
                 cfg.get("model"), cfg.get("data"), ckpt, explicit_keys(argv), cfg.get("seed_everything")
             )

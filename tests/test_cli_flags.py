@@ -360,6 +360,10 @@ REFUSED = [
     (["--trainer.default_root_dir", "elsewhere"], "--trainer.default_root_dir='elsewhere' is not supported: every run "
      "goes to lightning_logs/<experiment>/version_N/ under the current folder; run from the folder that should hold "
      "lightning_logs/ (cd there), and name the run with --experiment"),
+    # issue 23: a traceback from the loss's dtype check (the custom net's Functions are not autocast's)
+    *((["--trainer.precision", p], f"--trainer.precision='{p}' is not supported by --model.implementation custom: its "
+       "hand-derived Functions compute in their inputs' dtype, not autocast's; use 32-true, 64-true, bf16-true or "
+       "16-true, or --model.implementation sequential (torch's ops under autocast)") for p in ("bf16-mixed", "16-mixed")),
 ]  # fmt: skip
 
 
@@ -368,6 +372,15 @@ def test_refused_flag_is_one_line(bad, expected, fake_data, capsys):
     status, err = run_cli(["fit", *TINY, *bad], capsys)
     assert status == 2 and err == [f"error: {expected}"], err
     assert run_folders(fake_data) == []
+
+
+def test_the_twin_trains_under_mixed_precision(fake_data):
+    """What the refusal above offers instead: torch's ops under autocast (bf16 on the CPU) train and report."""
+    cli = main(["fit", *TINY, "--model.implementation", "sequential", "--trainer.precision", "bf16-mixed",
+                "--trainer.max_epochs", "1"])  # fmt: skip
+    results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    assert cli.trainer.global_step == STEPS_PER_EPOCH and results["test"]["accuracy"] > 0.5
+    assert all(p.dtype == torch.float32 for p in cli.model.parameters())  # autocast: the weights stay float32
 
 
 def test_a_fraction_of_less_than_one_batch_is_one_line(fake_data, capsys):

@@ -27,6 +27,7 @@ __all__ = [
     "check_data",
     "check_trainer",
     "check_config_files",
+    "check_precision",
     "check_experiment_name",
     "config_files",
     "NEEDS_CHECKPOINT",
@@ -167,6 +168,26 @@ def check_trainer(trainer: Any, subcommand: str | None) -> None:
         )
     check_step_limit(trainer)
     check_gradient_steps_flags(trainer)
+
+
+#: Lightning's mixed precisions (and their older names): autocast around the forward pass
+MIXED_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16")
+
+
+def check_precision(precision: Any, implementation: str | None) -> None:
+    """No mixed precision for the custom net: its hand-derived Functions compute in their inputs' dtype.
+
+    Under autocast the custom net's products come out in half precision and meet float32 targets
+    and weights (the loss refuses the mix, and the backward's products would mix them too); the
+    twin's torch ops are autocast's own, so ``--model.implementation sequential`` trains under it.
+    ``*-true`` precisions cast the whole net and the data to one dtype and train either net.
+    """
+    if precision is not None and str(precision) in MIXED_PRECISIONS and implementation in (None, "custom"):
+        raise ConfigError(
+            f"--trainer.precision={str(precision)!r} is not supported by --model.implementation custom: its "
+            "hand-derived Functions compute in their inputs' dtype, not autocast's; use 32-true, 64-true, bf16-true "
+            "or 16-true, or --model.implementation sequential (torch's ops under autocast)"
+        )
 
 
 def check_step_limit(trainer: Any) -> None:
