@@ -37,7 +37,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from .system import lightning_private, runs, stops
 from .system.callbacks import ResumableModelCheckpoint, RNGStateCallback
 from .system.checkpoints import (
-    AtomicCheckpointIO, batch_size_change, checkpoint_conflicts, checkpoint_seed, completed_epochs, explicit_keys,
+    AtomicCheckpointIO, batch_size_change, check_lightning_checkpoint, checkpoint_conflicts, checkpoint_seed, completed_epochs, explicit_keys,
 )
 from .system.config import check_config, check_config_files, check_precision
 from .data.mnist import MNISTDataModule, check_files
@@ -160,6 +160,8 @@ class CLI(LightningCLI):
         # the checkpoint's architecture: refuse a damaged file, or explicit values that differ.
         ckpt_path = cfg.get("ckpt_path")
         ckpt = AtomicCheckpointIO().load_checkpoint(ckpt_path) if ckpt_path else None
+        if ckpt is not None:  # before anything reads it (LightningCLI next takes its hyper_parameters)
+            check_lightning_checkpoint(ckpt, ckpt_path)
         implementation = (cfg.get("model") or {}).get("implementation")
         if ckpt is not None:  # the checkpoint's net is the one trained or evaluated
             implementation = (ckpt.get("hyper_parameters") or {}).get("implementation", implementation)

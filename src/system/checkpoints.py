@@ -25,7 +25,7 @@ from ..errors import ConfigError, OutputError
 
 __all__ = [
     "AtomicCheckpointIO", "batch_size_change", "check_state_shapes", "checkpoint_conflicts", "checkpoint_seed",
-    "explicit_keys", "completed_epochs",
+    "explicit_keys", "completed_epochs", "check_lightning_checkpoint", "folder_given",
 ]
 
 
@@ -86,7 +86,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().load_checkpoint(path, map_location, weights_only=True if weights_only is None else weights_only)
         except FileNotFoundError as err:
             raise ConfigError(f"--ckpt_path={str(path)!r}: no such checkpoint file") from err
+        except IsADirectoryError as err:
+            raise ConfigError(folder_given(path)) from err
         except pickle.UnpicklingError as err:
+            if not _what_file(path).startswith("it is a damaged PyTorch"):  # not torch.save's archive at all
+                raise ConfigError(f"checkpoint {path} cannot be loaded: {_what_file(path)}") from err
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(
                 f"checkpoint {path} cannot be loaded safely (weights_only=True refuses it: {first}); "
@@ -94,8 +98,51 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from err
         except Exception as err:  # a truncated archive, a file that is no checkpoint at all, …
             raise ConfigError(
-                f"checkpoint {path} is damaged or not a PyTorch checkpoint ({type(err).__name__}: {err})"
+                f"checkpoint {path} cannot be loaded: {_what_file(path)} ({type(err).__name__}: {err})"
             ) from err
+
+
+def _what_file(path) -> str:
+    """What a file that ``torch.load`` cannot read is, by its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as err:
+        return f"it cannot be read ({err.strerror or err})"
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip archive
+        return "it is a damaged PyTorch checkpoint (its zip archive cannot be read: truncated or overwritten)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is a binary file in another format, not a PyTorch checkpoint"
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"it is a text file (it starts with {first!r}), not a PyTorch checkpoint"
+
+
+def folder_given(path) -> str:
+    """The line for a folder given as ``--ckpt_path``, naming a checkpoint inside it where there is one."""
+    found = sorted(Path(path).rglob("last.ckpt")) or sorted(Path(path).rglob("*.ckpt"))
+    hint = f", e.g. --ckpt_path {found[-1]}" if found else " (this one holds none)"
+    return f"--ckpt_path={str(path)!r} is a folder, not a checkpoint file; give a .ckpt file{hint}"
+
+
+#: what every checkpoint Lightning writes holds
+LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version")
+
+
+def check_lightning_checkpoint(ckpt: Any, path) -> None:
+    """Raise :class:`ConfigError` for a file ``torch.save`` wrote that is not a Lightning checkpoint (what it holds)."""
+    ask = "give a .ckpt that python -m src.train fit wrote, e.g. lightning_logs/<experiment>/version_N/checkpoints/last.ckpt"
+    if not isinstance(ckpt, Mapping):
+        what = f"a tensor of shape {tuple(ckpt.shape)}" if isinstance(ckpt, torch.Tensor) else f"a {type(ckpt).__name__}"
+        raise ConfigError(f"checkpoint {path} holds {what} that torch.save wrote, not a Lightning checkpoint; {ask}")
+    missing = [k for k in LIGHTNING_KEYS if k not in ckpt]
+    if missing:
+        keys = ", ".join(repr(k) for k in list(ckpt)[:5]) + (", …" if len(ckpt) > 5 else "")
+        raise ConfigError(
+            f"checkpoint {path} is not a Lightning checkpoint: it is a dict with the keys {keys or 'none'} and lacks "
+            f"{', '.join(repr(k) for k in missing)}; {ask}"
+        )
 
 
 def _os_error(err: BaseException | None) -> OSError | None:

@@ -88,6 +88,10 @@ def check_run(cfg: Any, subcommand: str | None) -> None:
             f"{subcommand} needs trained weights: pass --ckpt_path lightning_logs/<experiment>/version_N/"
             "checkpoints/last.ckpt (or a best-epochNN.ckpt); without one the net's weights are random"
         )
+    if ckpt and Path(ckpt).is_dir():
+        from .checkpoints import folder_given  # (checkpoints imports this module)
+
+        raise ConfigError(folder_given(ckpt))
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"--ckpt_path={str(ckpt)!r}: no such checkpoint file")
     if subcommand == "predict" and not _get(_get(cfg, "data"), "predict_dir"):
@@ -252,7 +256,38 @@ def config_files(argv: list[str]) -> list[str]:
 
 
 def check_config_files(argv: list[str]) -> None:
-    """An empty ``--config`` file is named (jsonargparse would say only ``Unexpected config:``)."""
+    """Each ``--config`` file is UTF-8 YAML text holding a mapping, or one line names it and says what it is.
+
+    jsonargparse would say ``Unexpected config:`` (empty, or plain text) without the file's name,
+    print the YAML parser's lines about a ``"<unicode string>"``, or let a ``UnicodeDecodeError`` out.
+    """
+    import yaml  # jsonargparse's own parser of config files
+
     for path in config_files(argv):
-        if Path(path).is_file() and not Path(path).read_text().strip():
+        if not Path(path).is_file():
+            continue  # the parser names a missing file
+        raw = Path(path).read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise ConfigError(
+                f"--config {path} is not UTF-8 text: byte 0x{raw[err.start]:02x} on line {line} is not UTF-8; "
+                "a config is a YAML text file: save it as UTF-8"
+            ) from err
+        if "\0" in text:
+            raise ConfigError(f"--config {path} is a binary file, not a YAML text file; give a file like configs/relu.yaml")
+        if not text.strip():
             raise ConfigError(f"--config {path}: the file is empty; give at least one key, e.g. 'model: {{lr: 0.1}}'")
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or " ".join(str(err).split())
+            raise ConfigError(f"--config {path} is not valid YAML: {problem}{where}") from err
+        if not isinstance(content, dict):
+            raise ConfigError(
+                f"--config {path} holds {type(content).__name__} {text.strip().splitlines()[0][:40]!r}, not options; "
+                "a config maps option groups to values, e.g. 'model: {lr: 0.1}'"
+            )
