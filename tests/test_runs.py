@@ -392,6 +392,16 @@ def test_empty_config_file_is_named(fake_data, capsys):
                                    "e.g. 'model: {lr: 0.1}'"]  # fmt: skip
 
 
+def test_a_file_where_the_experiment_folder_goes_is_named(fake_data, capsys):
+    """Issue 23: "(File exists); make it writable" for a lightning_logs/default that is a file."""
+    (fake_data / "lightning_logs").mkdir()
+    (fake_data / "lightning_logs" / "default").write_text("not a folder\n")
+    status, err = run_cli(["fit", *TINY, "--trainer.max_epochs", "1"], capsys)
+    folder = Path("lightning_logs") / "default"
+    assert status == 1 and err == [f"error: cannot create the run folder in {folder}/: {folder} is a file, not a "
+                                   "folder; move it away, or name the run otherwise with --experiment"], err  # fmt: skip
+
+
 @pytest.mark.parametrize("blocker", ["read-only", "a file"])
 def test_unwritable_lightning_logs_is_one_line(blocker, fake_data, monkeypatch, capsys):
     if blocker == "a file":

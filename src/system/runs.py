@@ -54,6 +54,12 @@ def claim_run_dir(parent: str | Path) -> Path:
             CLAIMED.append(path)
             return path
     except OSError as err:
+        blocking = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:  # mkdir says only "File exists"
+            raise OutputError(
+                f"cannot create the run folder in {parent}/: {blocking} is a file, not a folder; move it away, "
+                "or name the run otherwise with --experiment"
+            ) from err
         raise OutputError(
             f"cannot create the run folder in {parent}/ ({err.strerror or err}); make it writable, "
             "or run from a folder where lightning_logs/ can be written"
