@@ -413,6 +413,12 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
             _exit(f"cannot write {err.filename or 'into the run folder'}: {err.strerror}" + _resume_hint(), 1)
         runs.discard_unfinished()
         raise
+    except RuntimeError as err:
+        if _peer_gone(err):  # DDP: another process of the run ended (killed, crashed): one line, how to resume
+            _exit(f"{_this_process()}stopped: another process of this DDP run ended ({_peer_gone(err)})"
+                  + _resume_hint(), 1)  # fmt: skip
+        runs.discard_unfinished()
+        raise
     except BaseException:  # a crash: its traceback, without the empty run folder
         runs.discard_unfinished()
         raise
@@ -422,12 +428,36 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
 
 
 def _last_checkpoint() -> tuple[Path, int] | None:
-    """This command's run's ``last.ckpt`` and its finished epochs, if it has written one."""
-    run_dir = runs.CLAIMED[-1] if runs.CLAIMED else None
-    last = run_dir / "checkpoints" / "last.ckpt" if run_dir is not None else None
+    """This command's run's ``last.ckpt`` and its finished epochs, if it has written one.
+
+    The run folder this process claimed, else the checkpoint folder Lightning gave it (every DDP
+    process has rank 0's; a run being completed claims none).
+    """
+    folders = [run / "checkpoints" for run in runs.CLAIMED[-1:]] + runs.CHECKPOINT_DIR
+    last = next((f / "last.ckpt" for f in folders if (f / "last.ckpt").is_file()), None)
     if last is None or not last.is_file():
         return None
     return last, completed_epochs(AtomicCheckpointIO().load_checkpoint(last))
+
+
+#: what the collective backends say when a peer process is gone (gloo, NCCL), and how it is said here
+_PEER_GONE = {
+    "Connection closed by peer": "connection closed by peer",
+    "Connection reset by peer": "connection reset by peer",
+    "remote worker": "a remote worker crashed or was killed",
+    "NCCL communicator was aborted": "NCCL communicator aborted",
+}
+
+
+def _peer_gone(err: BaseException) -> str | None:
+    """In words, when ``err`` says another process of a distributed run is gone; else None."""
+    text = str(err)
+    return next((words for pattern, words in _PEER_GONE.items() if pattern in text), None)
+
+
+def _this_process() -> str:
+    rank = rank_zero_only.rank
+    return f"DDP rank {rank} " if rank else ""
 
 
 def _resume_hint() -> str:
@@ -437,15 +467,16 @@ def _resume_hint() -> str:
 
 def _stopped_message(signal_name: str) -> str:
     """What a SIGTERM or SIGINT left behind, and how to resume (the last finished epoch's ``last.ckpt``)."""
-    found = _last_checkpoint()
+    found, who = _last_checkpoint(), _this_process()
     if found is None:
-        return f"stopped by {signal_name} before the first epoch ended: no checkpoint to resume from"
-    return f"stopped by {signal_name} after {found[1]} finished epoch(s); resume with --ckpt_path {found[0]}"
+        return f"{who}stopped by {signal_name} before the first epoch ended: no checkpoint to resume from"
+    return f"{who}stopped by {signal_name} after {found[1]} finished epoch(s); resume with --ckpt_path {found[0]}"
 
 
 def _exit(message: str, status: int) -> NoReturn:
     runs.discard_unfinished()
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"error: {message}\n")  # one write: the lines of several DDP processes do not interleave
+    sys.stderr.flush()
     raise SystemExit(status)
 
 

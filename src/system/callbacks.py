@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 from typing import Any, Callable
 
 import lightning.pytorch as pl
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from . import lightning_private
+from . import lightning_private, runs
 
 __all__ = ["RNGStateCallback", "ResumableModelCheckpoint", "epoch_finished"]
 
@@ -104,6 +105,11 @@ class ResumableModelCheckpoint(ModelCheckpoint):
         if key is None:
             key = self._cached_state_key = super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
         return key
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        super().setup(trainer, pl_module, stage)  # resolves the folder (rank 0's, on every DDP process)
+        if self.dirpath is not None:  # where a stopped process looks for the last.ckpt to resume from
+            runs.CHECKPOINT_DIR[:] = [Path(self.dirpath)]
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self.unfinished_epoch = None

@@ -29,6 +29,8 @@ LOG_ROOT = Path("lightning_logs")
 CLAIMED: list[Path] = []
 #: their parent folders that the claims created (removed with them when left empty)
 _CREATED_PARENTS: list[Path] = []
+#: this command's checkpoint folder, known on every DDP process (rank 0's, broadcast by Lightning)
+CHECKPOINT_DIR: list[Path] = []
 
 
 def _next_version(parent: Path) -> int:
@@ -124,3 +126,4 @@ def forget_claims() -> None:
     """Start a new command: the folders claimed so far belong to finished ones."""
     CLAIMED.clear()
     _CREATED_PARENTS.clear()
+    CHECKPOINT_DIR.clear()
