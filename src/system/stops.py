@@ -13,6 +13,7 @@ same run folder (``src.train``).
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Any, Optional
 
 from lightning.pytorch.callbacks import Callback
@@ -44,6 +45,8 @@ class HoldStops(Callback):
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            return
         for signum in _NAMES:
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle)
