@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from errno import EDQUOT, ENOSPC
 from pathlib import Path
 from typing import Optional
 
@@ -41,6 +42,7 @@ from .instruments.results import (
     experiment_order, experiment_runs_per_seed, latest_runs, latest_runs_per_seed, read_run, run_labels, seed_notes,
     write_report,
 )  # fmt: skip
+from .errors import OutputError
 from .system.runs import LOG_ROOT
 
 OUT_DIR = Path("reports")  #: where --run writes: the tracked report of the configs' own runs
@@ -170,7 +172,18 @@ def main(argv: Optional[list[str]] = None) -> Path:
     notes = seed_notes(runs, _asked(args))
     for note in notes:
         print(f"note: {note}")
-    path = write_report(runs, args.out or (OUT_DIR if full else SCRATCH_DIR), notes)
+    out = args.out or (OUT_DIR if full else SCRATCH_DIR)
+    try:
+        path = write_report(runs, out, notes)
+    except (OSError, OutputError) as err:  # a read-only folder, a full disk: one line, as fit says it
+        cause = err if isinstance(err, OSError) else err.__cause__
+        what = str(err) if not isinstance(err, OSError) else (
+            f"cannot write {err.filename or out}: {err.strerror or err} (errno {err.errno})"
+        )
+        errno_ = getattr(cause, "errno", None)
+        fix = "free some space" if errno_ in (ENOSPC, EDQUOT) else "make it writable"
+        print(f"error: {what}; the report in {out}/ is not complete: {fix}, or give another --out", file=sys.stderr)
+        raise SystemExit(1) from err
     print(f"wrote {path} ({len(runs)} runs: {', '.join(run_labels(runs))})")
     return path
 

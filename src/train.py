@@ -36,10 +36,12 @@ from lightning.pytorch.plugins import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from .system import lightning_private, runs
+from .system import lightning_private, runs, stops
 from .system.callbacks import ResumableModelCheckpoint, RNGStateCallback
-from .system.checkpoints import AtomicCheckpointIO, checkpoint_conflicts, completed_epochs, explicit_keys
-from .system.config import check_config, check_config_files, check_no_optimizer_flags
+from .system.checkpoints import (
+    AtomicCheckpointIO, batch_size_change, check_lightning_checkpoint, checkpoint_conflicts, checkpoint_seed, completed_epochs, explicit_keys,
+)
+from .system.config import check_config, check_config_files, check_no_optimizer_flags, check_precision
 from .data.mnist import MNISTDataModule, check_files
 from .instruments.diagnostics import GradientFlowDiagnostics
 from .errors import ConfigError, DataError, DivergenceError, OutputError, one_line
@@ -121,7 +123,7 @@ class RunLogger(TensorBoardLogger):
 
     @property
     def version(self) -> int | str:
-        if rank_zero_only.rank != 0:
+        if rank_zero_only.rank != 0 or self._version is not None:  # given: the folder of a run being completed
             return super().version
         if self._claimed is None:
             self._claimed = int(claim_run_dir(self.root_dir).name.split("_")[1])
@@ -147,6 +149,9 @@ def _plain(value: Any) -> Any:
 class CLI(LightningCLI):
     """LightningCLI with the run folder, the checks before anything starts, and the after-fit report."""
 
+    #: the run folder a ``fit --ckpt_path`` completes: its checkpoint has trained every epoch, its report is missing
+    completes: Optional[Path] = None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--experiment",
@@ -162,6 +167,8 @@ class CLI(LightningCLI):
         )
 
     def experiment_name(self) -> str:
+        if self.completes is not None:
+            return self.completes.parent.name
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.get("experiment"):
             return cfg["experiment"]
@@ -184,9 +191,17 @@ class CLI(LightningCLI):
         # LightningCLI next replaces the --model.* values with --ckpt_path's, so a resume rebuilds
         # the checkpoint's architecture: refuse a damaged file, or explicit values that differ.
         ckpt_path = cfg.get("ckpt_path")
+        ckpt = AtomicCheckpointIO().load_checkpoint(ckpt_path) if ckpt_path else None
+        if ckpt is not None:  # before anything reads it (LightningCLI next takes its hyper_parameters)
+            check_lightning_checkpoint(ckpt, ckpt_path)
+        implementation = (cfg.get("model") or {}).get("implementation")
+        if ckpt is not None:  # the checkpoint's net is the one trained or evaluated
+            implementation = (ckpt.get("hyper_parameters") or {}).get("implementation", implementation)
+        check_precision((cfg.get("trainer") or {}).get("precision"), implementation)
         if ckpt_path:
-            ckpt = AtomicCheckpointIO().load_checkpoint(ckpt_path)
-            conflicts = checkpoint_conflicts(cfg.get("model"), cfg.get("data"), ckpt, explicit_keys(argv))
+            conflicts = checkpoint_conflicts(
+                cfg.get("model"), cfg.get("data"), ckpt, explicit_keys(argv), cfg.get("seed_everything")
+            )
             if conflicts:
                 raise ConfigError(
                     f"--ckpt_path {ckpt_path} was trained with other values than given: {'; '.join(conflicts)}; "
@@ -198,6 +213,14 @@ class CLI(LightningCLI):
                     f"--trainer.max_epochs={max_epochs} is not allowed with this checkpoint: it has already trained "
                     f"{done} epochs; give --trainer.max_epochs {done + 1} or more to train further"
                 )
+            seed = checkpoint_seed(ckpt)
+            if seed is not None and "seed_everything" not in explicit_keys(argv)["run"]:
+                cfg["seed_everything"] = seed  # the run's own seed (what results.json and TensorBoard record)
+            change = batch_size_change(cfg.get("data"), ckpt) if subcommand == "fit" else None
+            if change and rank_zero_only.rank == 0:  # accepted, said once
+                print(f"warning: {change}", file=sys.stderr, flush=True)
+            if subcommand == "fit" and max_epochs == done:  # nothing to train: a run stopped before its report
+                self.completes = runs.unreported_run(ckpt_path)
         # LightningCLI sets the seed next and logs it, before the classes check their own values:
         # held until they have (instantiate_classes), so a refused value is the only line.
         SEED_LOG.addFilter(_HeldRecords())
@@ -220,21 +243,29 @@ class CLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         config = (self.config_init[self.subcommand] if self.subcommand else self.config_init).get("trainer") or {}
+        run = self.completes  # a run whose training ended but whose report was not written: into its own folder
+        if run is not None:
+            self.save_config_callback = None  # its config.yaml stays the one it was trained with
         logger = config.get("logger")
         if self.subcommand == "predict" and logger in (None, True):
             # predict logs nothing: its run folder holds predictions.csv and config.yaml, no empty events file
             logger = kwargs["logger"] = False
         if logger in (None, True):
-            kwargs["logger"] = RunLogger(str(LOG_ROOT), name=self.experiment_name(), default_hp_metric=False)
+            where = dict(name=self.experiment_name()) if run is None else dict(name=run.parent.name, version=run.name)
+            kwargs["logger"] = RunLogger(str(LOG_ROOT), **where, default_hp_metric=False)
         elif logger is False:
             # no logger: checkpoints and results still go into a run folder, never the current one
             parent = LOG_ROOT / self.experiment_name()
-            kwargs["default_root_dir"] = str(claim_run_dir(parent) if rank_zero_only.rank == 0 else parent)
+            claimed = run or (claim_run_dir(parent) if rank_zero_only.rank == 0 else parent)
+            kwargs["default_root_dir"] = str(claimed)
         callbacks = config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             # Redrawing the bar every step costs more than a training step here.
             callbacks.append(TQDMProgressBar(refresh_rate=50))
+        if self.subcommand == "fit":  # a stop after training waits for the report (src.system.stops)
+            self._stops = stops.HoldStops()
+            callbacks.append(self._stops)
         if config.get("enable_checkpointing") is False:  # validate/test/predict: nothing to save
             self.trainer_defaults["callbacks"] = [
                 c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ResumableModelCheckpoint)
@@ -274,8 +305,19 @@ class CLI(LightningCLI):
                 "supported by fit: its processes end before the after-fit evaluation; use --trainer.strategy ddp"
             )
         self._fit_start = time.perf_counter()
+        self._stops.install()
 
     def after_fit(self) -> None:
+        try:
+            self._report()
+        finally:
+            self._stops.uninstall()
+        if self._stops.held and self.trainer.is_global_zero:
+            print(f"note: {self._stops.held} came after training had ended; the run was finished first "
+                  f"(results in {Path(self.trainer.log_dir) / 'results.json'})", file=sys.stderr, flush=True)
+
+    def _report(self) -> None:
+        """Evaluate the best checkpoint on the three splits; write results.json, the reports and TensorBoard's share."""
         trainer, model, dm = self.trainer, self.model, self.datamodule
         if trainer.interrupted:
             return
@@ -329,20 +371,23 @@ class CLI(LightningCLI):
         return f"{'--trainer.max_time ran out' if ran_out else 'training stopped'} {done} of {total} batches into epoch {epoch + 1}"
 
     def _write_results(self, run_dir: Path, results: dict) -> None:
-        """results.json and the train and test classification reports into the run folder; TensorBoard's share."""
+        """The train and test classification reports, TensorBoard's share, then results.json into the run folder.
+
+        ``results.json`` comes last: a run folder that holds it is finished, with every file.
+        """
         run_dir.mkdir(parents=True, exist_ok=True)
         for split in ("train", "test"):
             text = format_report(results[split]["report"])
             write_text_atomic(run_dir / f"{split}_report.txt", text)
             print(f"\n{split.capitalize()} classification report ({self.experiment_name()}):\n{text}")
+        if isinstance(self.trainer.logger, TensorBoardLogger):
+            self._log_to_tensorboard(results)
         write_json_atomic(run_dir / "results.json", results)
         print(
             f"test accuracy {results['test']['accuracy']:.4f} ({results['evaluated_weights']}), "
             f"wall time {results['wall_time_s']:.1f} s; "
             f"results in {run_dir / 'results.json'}"
         )
-        if isinstance(self.trainer.logger, TensorBoardLogger):
-            self._log_to_tensorboard(results)
 
     def _log_to_tensorboard(self, results: dict) -> None:
         """The confusion matrix, classification reports and hyperparameters (HParams metric: test accuracy)."""
@@ -385,6 +430,8 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
         return _cli(args, run)
     except (ArgumentError, ConfigError) as err:
         _exit(one_line(err), 2)
+    except MisconfigurationException as err:  # Lightning refusing a value once it knows the data (limit_train_batches 0.01)
+        _exit(one_line(err), 2)
     except OutputError as err:  # a read-only or full disk: the checkpoints so far can be resumed
         _exit(one_line(err) + _resume_hint(), 1)
     except (DataError, DivergenceError) as err:
@@ -403,20 +450,51 @@ def main(args: ArgsType = None, run: bool = True) -> CLI:
             _exit(f"cannot write {err.filename or 'into the run folder'}: {err.strerror}" + _resume_hint(), 1)
         runs.discard_unfinished()
         raise
+    except RuntimeError as err:
+        if _peer_gone(err):  # DDP: another process of the run ended (killed, crashed): one line, how to resume
+            _exit(f"{_this_process()}stopped: another process of this DDP run ended ({_peer_gone(err)})"
+                  + _resume_hint(), 1)  # fmt: skip
+        runs.discard_unfinished()
+        raise
     except BaseException:  # a crash: its traceback, without the empty run folder
         runs.discard_unfinished()
         raise
     finally:
         _release_held(emit=False)  # a start that failed before the classes were built
+        stops.release()  # the signal handlers of a fit that ended in an exception
 
 
 def _last_checkpoint() -> tuple[Path, int] | None:
-    """This command's run's ``last.ckpt`` and its finished epochs, if it has written one."""
-    run_dir = runs.CLAIMED[-1] if runs.CLAIMED else None
-    last = run_dir / "checkpoints" / "last.ckpt" if run_dir is not None else None
+    """This command's run's ``last.ckpt`` and its finished epochs, if it has written one.
+
+    The run folder this process claimed, else the checkpoint folder Lightning gave it (every DDP
+    process has rank 0's; a run being completed claims none).
+    """
+    folders = [run / "checkpoints" for run in runs.CLAIMED[-1:]] + runs.CHECKPOINT_DIR
+    last = next((f / "last.ckpt" for f in folders if (f / "last.ckpt").is_file()), None)
     if last is None or not last.is_file():
         return None
     return last, completed_epochs(AtomicCheckpointIO().load_checkpoint(last))
+
+
+#: what the collective backends say when a peer process is gone (gloo, NCCL), and how it is said here
+_PEER_GONE = {
+    "Connection closed by peer": "connection closed by peer",
+    "Connection reset by peer": "connection reset by peer",
+    "remote worker": "a remote worker crashed or was killed",
+    "NCCL communicator was aborted": "NCCL communicator aborted",
+}
+
+
+def _peer_gone(err: BaseException) -> str | None:
+    """In words, when ``err`` says another process of a distributed run is gone; else None."""
+    text = str(err)
+    return next((words for pattern, words in _PEER_GONE.items() if pattern in text), None)
+
+
+def _this_process() -> str:
+    rank = rank_zero_only.rank
+    return f"DDP rank {rank} " if rank else ""
 
 
 def _resume_hint() -> str:
@@ -426,15 +504,16 @@ def _resume_hint() -> str:
 
 def _stopped_message(signal_name: str) -> str:
     """What a SIGTERM or SIGINT left behind, and how to resume (the last finished epoch's ``last.ckpt``)."""
-    found = _last_checkpoint()
+    found, who = _last_checkpoint(), _this_process()
     if found is None:
-        return f"stopped by {signal_name} before the first epoch ended: no checkpoint to resume from"
-    return f"stopped by {signal_name} after {found[1]} finished epoch(s); resume with --ckpt_path {found[0]}"
+        return f"{who}stopped by {signal_name} before the first epoch ended: no checkpoint to resume from"
+    return f"{who}stopped by {signal_name} after {found[1]} finished epoch(s); resume with --ckpt_path {found[0]}"
 
 
 def _exit(message: str, status: int) -> NoReturn:
     runs.discard_unfinished()
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"error: {message}\n")  # one write: the lines of several DDP processes do not interleave
+    sys.stderr.flush()
     raise SystemExit(status)
 
 

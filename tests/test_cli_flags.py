@@ -354,6 +354,16 @@ REFUSED = [
      "whole epochs; use --trainer.max_epochs (and --trainer.limit_train_batches for shorter epochs)"),
     (["--data.batch_size", "100000"], "--data.batch_size=100000 is larger than the 512 training images (600 of MNIST "
      "minus --data.val_size 88): every epoch would be one step of 512; give at most 512"),
+    # issue 23: an untrained net was reported as a finished run (test accuracy of the initial weights)
+    (["--trainer.limit_train_batches", "0"], "--trainer.limit_train_batches=0.0 is not allowed by fit: it would train "
+     "nothing and report the initial weights as a finished run; give a number of batches >= 1 or a fraction in (0, 1]"),
+    (["--trainer.default_root_dir", "elsewhere"], "--trainer.default_root_dir='elsewhere' is not supported: every run "
+     "goes to lightning_logs/<experiment>/version_N/ under the current folder; run from the folder that should hold "
+     "lightning_logs/ (cd there), and name the run with --experiment"),
+    # issue 23: a traceback from the loss's dtype check (the custom net's Functions are not autocast's)
+    *((["--trainer.precision", p], f"--trainer.precision='{p}' is not supported by --model.implementation custom: its "
+       "hand-derived Functions compute in their inputs' dtype, not autocast's; use 32-true, 64-true, bf16-true or "
+       "16-true, or --model.implementation sequential (torch's ops under autocast)") for p in ("bf16-mixed", "16-mixed")),
 ]  # fmt: skip
 
 
@@ -361,6 +371,23 @@ REFUSED = [
 def test_refused_flag_is_one_line(bad, expected, fake_data, capsys):
     status, err = run_cli(["fit", *TINY, *bad], capsys)
     assert status == 2 and err == [f"error: {expected}"], err
+    assert run_folders(fake_data) == []
+
+
+def test_the_twin_trains_under_mixed_precision(fake_data):
+    """What the refusal above offers instead: torch's ops under autocast (bf16 on the CPU) train and report."""
+    cli = main(["fit", *TINY, "--model.implementation", "sequential", "--trainer.precision", "bf16-mixed",
+                "--trainer.max_epochs", "1"])  # fmt: skip
+    results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    assert cli.trainer.global_step == STEPS_PER_EPOCH and results["test"]["accuracy"] > 0.5
+    assert all(p.dtype == torch.float32 for p in cli.model.parameters())  # autocast: the weights stay float32
+
+
+def test_a_fraction_of_less_than_one_batch_is_one_line(fake_data, capsys):
+    """Lightning refuses it only once it knows the data (8 batches): its own sentence, no traceback, no run folder."""
+    status, err = run_cli(["fit", *TINY, "--trainer.limit_train_batches", "0.01"], capsys)
+    assert status == 2 and err[-1].startswith("error: You requested to check 0.01 of the `train_dataloader`"), err
+    assert "limit_train_batches" in err[-1] and not any("Traceback" in line for line in err)
     assert run_folders(fake_data) == []
 
 

@@ -15,12 +15,14 @@ pytest would re-run pytest).  One combined test keeps the slow process start-up 
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from src.train import main
 from tests.fakedata import write_fake_mnist
@@ -91,3 +93,40 @@ def test_ddp_two_processes_equal_one_process_with_the_whole_batch(fake_data):
         # the loss is the sample-weighted mean over both shards (101 = 51 + 50 for val)
         assert ddp_res[split]["loss"] == pytest.approx(one_res[split]["loss"], rel=1e-4)
     assert ddp_res["test"]["accuracy"] > 0.5  # it learned something
+
+
+class StopRank(Callback):
+    """Send ``signal`` to the process of ``rank`` three batches into the second epoch."""
+
+    def __init__(self, rank: int = 1, signal: str = "SIGKILL"):
+        self.rank, self.signum = rank, getattr(globals()["signal"], signal)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_rank == self.rank and trainer.current_epoch == 1 and batch_idx == 2:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("rank,name,status", [(1, "SIGKILL", 1), (0, "SIGTERM", 128 + 15)], ids=["kill -9 rank 1", "SIGTERM rank 0"])
+def test_a_stopped_ddp_process_is_one_line_per_process_with_the_resume(rank, name, status, fake_data):
+    """Issue 23: kill -9 of a worker gave every survivor a ~95-line gloo traceback and no resume command; a
+    SIGTERM to rank 0 made ranks 1 and 2 say "no checkpoint to resume from" beside rank 0's resume command."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("LOCAL_RANK", None)
+    ddp = [*ARGS, "--trainer.max_epochs", "3", "--data.batch_size", "16", "--trainer.strategy", "ddp",
+           "--trainer.devices", "3", "--trainer.accelerator", "cpu", "--experiment", "stop",
+           "--trainer.callbacks+=tests.test_ddp.StopRank", f"--trainer.callbacks.init_args.rank={rank}",
+           f"--trainer.callbacks.init_args.signal={name}"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", *ddp], cwd=fake_data, env=env, capture_output=True, text=True, timeout=240
+    )
+    last = Path("lightning_logs") / "stop" / "version_0" / "checkpoints" / "last.ckpt"
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert proc.returncode == status, proc.stderr[-5000:]
+    assert "Traceback" not in proc.stderr and "[rank0]:" not in proc.stderr, proc.stderr[-5000:]
+    survivors = 3 - (name == "SIGKILL")
+    assert 1 <= len(errors) <= survivors and all(line.startswith("error: ") for line in errors), errors  # one a process
+    resume = f"resume with --ckpt_path {last}"
+    first = {1: "error: stopped: another process of this DDP run ended (", 0: "error: stopped by SIGTERM after 1 finished"}
+    assert any(line.startswith(first[rank]) and resume in line for line in errors), errors  # rank 0's
+    assert all(resume in line for line in errors), errors  # none says there is no checkpoint
+    assert torch.load(fake_data / last, weights_only=True)["epoch"] == 0

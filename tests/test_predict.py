@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 from torchvision import datasets
 from torchvision.transforms.functional import pil_to_tensor
 
-from src.data.images import load_folder, to_mnist
+from src.data.images import WORK_SIDE, load_folder, read_image, to_mnist
 from src.data.mnist import MNISTDataModule
 from src.system.module import MLPClassifier
 from src.train import main
@@ -103,6 +103,48 @@ def test_load_folder_reports_and_skips_bad_files(tmp_path):
         load_folder(tmp_path)
     with pytest.raises(ValueError, match="is not a folder"):
         load_folder(tmp_path / "missing")
+
+
+def test_a_broken_link_is_said_like_every_unreadable_file(tmp_path):
+    """Issue 23: skipped without a word among good pictures, and alone "the folder is empty"."""
+    (tmp_path / "gone.png").symlink_to(tmp_path / "deleted.png")
+    with pytest.raises(ValueError, match=re.escape(f"no usable image in {tmp_path}/ ({tmp_path / 'gone.png'}: a broken "
+                                                   f"link (its target {tmp_path / 'deleted.png'} does not exist))")):  # fmt: skip
+        load_folder(tmp_path)
+    _stroke().save(tmp_path / "one.png")
+    names, _, problems = load_folder(tmp_path)
+    assert names == ["one.png"] and problems == [f"{tmp_path / 'gone.png'}: a broken link (its target "
+                                                 f"{tmp_path / 'deleted.png'} does not exist)"]  # fmt: skip
+
+
+def _big_stroke(side: int) -> Image.Image:
+    im = Image.new("L", (side, side), 250)
+    im.paste(10, (side * 3 // 8, side // 8, side * 5 // 8, side * 7 // 8))
+    return im
+
+
+def test_a_large_picture_is_decoded_at_a_working_size(tmp_path, monkeypatch):
+    """Issue 23: a 10000×10000 picture peaked at 6.8 GB; now it is shrunk while decoded (bench/predict_memory.py)."""
+    from PIL import ImageFile
+
+    big = _big_stroke(4096)
+    big.save(tmp_path / "big.png")
+    big.save(tmp_path / "big.jpg", quality=95)
+    decoded = []  # the size each picture is decoded at
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (decoded.append(self.size), real_load(self))[1])
+    jpg, png = read_image(tmp_path / "big.jpg"), read_image(tmp_path / "big.png")
+    assert decoded[0] == (2048, 2048)  # the JPEG decoder's draft: half the size (thumbnail asks for twice WORK_SIDE)
+    assert jpg.size == png.size == (WORK_SIDE, WORK_SIDE)
+    # the result is its small copy's
+    small = to_mnist(big.resize((WORK_SIDE, WORK_SIDE), Image.Resampling.LANCZOS))
+    for im in (png, jpg):
+        diff = (pil_to_tensor(to_mnist(im)).int() - pil_to_tensor(small).int()).abs().max().item()
+        assert diff <= 8, diff
+    assert read_image(tmp_path / "big.png").size == (WORK_SIDE, WORK_SIDE)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000 * 1000)  # Pillow's decompression-bomb refusal still holds
+    with pytest.raises(ValueError, match="cannot read the image \\(DecompressionBombError"):
+        read_image(tmp_path / "big.png")
 
 
 def _write_digits(folder, images, labels) -> dict[str, int]:

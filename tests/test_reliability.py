@@ -440,3 +440,61 @@ def test_checkpoint_cannot_run_code(fake_data, capsys):
     assert status == 2 and len(err) == 1 and "evil.ckpt" in err[0] and "weights_only" in err[0], err
     assert not (fake_data / "pwned").exists()
     assert not (fake_data / "lightning_logs").exists()
+
+
+# ------------------------------------------------------------------ issue 23: files that are not what they should be
+def _foreign_files(root: Path) -> None:
+    torch.save({"a": 1}, root / "dict.ckpt")
+    torch.save(torch.zeros(3), root / "tensor.ckpt")
+    torch.save({"pytorch-lightning_version": "2.6.0", "epoch": 1}, root / "nostate.ckpt")
+    (root / "text.ckpt").write_text("hello\n")
+    (root / "binary.ckpt").write_bytes(bytes(range(256)))
+    (root / "runs" / "checkpoints").mkdir(parents=True)
+    torch.save({"a": 1}, root / "runs" / "checkpoints" / "last.ckpt")
+
+
+FOREIGN = [
+    ("dict.ckpt", "error: checkpoint dict.ckpt is not a Lightning checkpoint: it is a dict with the keys 'a' and lacks "
+     "'state_dict', 'pytorch-lightning_version'; give a .ckpt that python -m src.train fit wrote"),
+    ("tensor.ckpt", "error: checkpoint tensor.ckpt holds a tensor of shape (3,) that torch.save wrote, not a Lightning checkpoint"),
+    ("nostate.ckpt", "error: checkpoint nostate.ckpt is not a Lightning checkpoint: it is a dict with the keys "
+     "'pytorch-lightning_version', 'epoch' and lacks 'state_dict'"),
+    ("text.ckpt", "error: checkpoint text.ckpt cannot be loaded: it is a text file (it starts with 'hello'), not a PyTorch checkpoint"),
+    ("binary.ckpt", "error: checkpoint binary.ckpt cannot be loaded: it is a binary file in another format, not a PyTorch checkpoint"),
+    ("runs", f"error: --ckpt_path='runs' is a folder, not a checkpoint file; give a .ckpt file, e.g. --ckpt_path "
+     f"{Path('runs/checkpoints/last.ckpt')}"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,line", FOREIGN, ids=[n for n, _ in FOREIGN])
+def test_a_file_that_is_no_lightning_checkpoint_is_named(name, line, fake_data, capsys):
+    """Issue 23: a torch.save'd dict or tensor was a KeyError traceback; a folder "no such file"; a text file "KeyError: 101"."""
+    _foreign_files(fake_data)
+    status, err = run_cli(["fit", *TINY, "--ckpt_path", name], capsys)
+    assert status == 2 and len(err) == 1 and err[0].startswith(line), err
+    assert not (fake_data / "lightning_logs").exists()
+
+
+def test_loading_a_checkpoint_without_weights_from_python_says_so(fake_data):
+    torch.save({"pytorch-lightning_version": "2.6.0", "hyper_parameters": {}}, fake_data / "nostate.ckpt")
+    with pytest.raises(ConfigError, match="holds no 'state_dict': it is not a Lightning checkpoint"):
+        MLPClassifier.load_from_checkpoint(fake_data / "nostate.ckpt", hidden_layers=[8])
+
+
+CONFIGS = [
+    (b"model:\n  lr: 0.1 # caf\xe9\n", "error: --config c.yaml is not UTF-8 text: byte 0xe9 on line 2 is not UTF-8; "
+     "a config is a YAML text file: save it as UTF-8"),
+    (bytes(range(128, 256)), "error: --config c.yaml is not UTF-8 text: byte 0x80 on line 1 is not UTF-8"),
+    (b"model:\n  lr: 0.1\n\0\0\0", "error: --config c.yaml is a binary file, not a YAML text file"),
+    (b"model: [\n  lr: 0.1\n", "error: --config c.yaml is not valid YAML: "),
+    (b"just some words\n", "error: --config c.yaml holds str 'just some words', not options"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("content,line", CONFIGS, ids=["latin-1", "binary", "NUL bytes", "not YAML", "plain text"])
+def test_a_config_that_is_no_yaml_text_is_named(content, line, fake_data, capsys):
+    """Issue 23: a UnicodeDecodeError traceback; a YAML error about "<unicode string>" that did not name the file."""
+    (fake_data / "c.yaml").write_bytes(content)
+    status, err = run_cli(["fit", "--config", "c.yaml", *TINY], capsys)
+    assert status == 2 and len(err) == 1 and err[0].startswith(line), err
+    assert not (fake_data / "lightning_logs").exists()

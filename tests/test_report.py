@@ -211,3 +211,40 @@ def test_tensorboard_gets_confusion_reports_and_hparams(two_runs):
     assert start.hparams["experiment"].string_value == "mine"
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert [m.name.tag for m in experiment.metric_infos] == ["hp/test_acc"]
+
+
+def _fail(err_no: int, strerror: str):
+    def raising(self, *args, **kwargs):
+        raise OSError(err_no, strerror, str(self) if isinstance(self, Path) else str(args[0]))
+
+    return raising
+
+
+@pytest.mark.parametrize("where", ["read-only folder", "full disk: a picture", "full disk: REPORT.md"])
+def test_an_unwritable_report_folder_is_one_line(where, two_runs, monkeypatch, capsys):
+    """Issue 23: PermissionError / OSError tracebacks; now the one line fit gives, exit 1, no half-written file."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    out = two_runs / "out"
+    if where == "read-only folder":  # as root, chmod does not stop a write: mkdir fails as on a read-only folder
+        real = Path.mkdir
+        monkeypatch.setattr(Path, "mkdir", lambda self, *a, **k: _fail(errno.EACCES, "Permission denied")(self)
+                            if self == out else real(self, *a, **k))  # fmt: skip
+        expected = f"error: cannot write {out}: Permission denied (errno 13); the report in {out}/ is not complete: make it writable"
+    elif where == "full disk: a picture":
+        monkeypatch.setattr(Figure, "savefig", _fail(errno.ENOSPC, "No space left on device"))
+        expected = "error: cannot write "
+    else:
+        real_write = Path.write_text
+        monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: _fail(errno.ENOSPC, "No space left on device")(self)
+                            if self.name.startswith(".REPORT.md") else real_write(self, *a, **k))  # fmt: skip
+        expected = f"error: cannot write {out / 'REPORT.md'}: No space left on device (errno 28)"
+    with pytest.raises(SystemExit) as exc:
+        report_main(["--out", str(out)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exc.value.code == 1 and len(err) == 1 and err[0].startswith(expected), err
+    if where.startswith("full disk"):
+        assert "No space left on device" in err[0] and err[0].endswith("free some space, or give another --out"), err
+        assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written file left

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 
 from src.data.mnist import MNISTDataModule
 from src.train import RunLogger, main
@@ -141,6 +142,99 @@ def test_sigterm_exits_nonzero_and_leaves_a_resumable_run(fake_data):
     assert resumed["epochs"] == epochs + 1
 
 
+class SignalAtReport(Callback):
+    """Send this process the signal ``name`` while the after-fit report evaluates the best checkpoint (training has ended)."""
+
+    def __init__(self, name: str = "SIGTERM"):
+        self.signum = getattr(signal, name)
+
+    def on_test_batch_end(self, trainer, pl_module, *args, **kwargs):
+        os.kill(os.getpid(), self.signum)
+
+
+class TermInLastValidation(Callback):
+    """SIGTERM during the last epoch's validation: Lightning stops once that epoch's checkpoint is written."""
+
+    def on_validation_batch_end(self, trainer, pl_module, *args, **kwargs):
+        if not trainer.sanity_checking and trainer.current_epoch == trainer.max_epochs - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _finished_with_every_file(run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name in ("results.json", "train_report.txt", "test_report.txt", "config.yaml", "hparams.yaml"):
+        assert (run / name).is_file(), name
+    acc = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    assert "test/confusion_matrix" in acc.Tags()["images"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_stop_after_training_finishes_the_run_first(name, fake_data):
+    """Issue 23: SIGTERM after training killed the process by the raw signal with half a report (SIGINT: exit 130)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", "fit", *TINY, "--trainer.max_epochs", "1",
+         "--trainer.callbacks+=tests.test_runs.SignalAtReport", f"--trainer.callbacks.init_args.name={name}"],
+        cwd=fake_data, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300,
+    )  # fmt: skip
+    run = Path("lightning_logs") / "default" / "version_0"
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"note: {name}{' (Ctrl-C)' if name == 'SIGINT' else ''} came after training had ended; the run was "
+        f"finished first (results in {run / 'results.json'})"
+    )
+    assert "error" not in proc.stderr
+    _finished_with_every_file(fake_data / run)
+    assert run_folders(fake_data) == ["default/version_0"]
+
+
+def test_ctrl_c_after_training_finishes_the_run_first(fake_data, capsys):
+    """The same in this process (SIGINT is a KeyboardInterrupt here, so no subprocess is needed)."""
+    handler = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        main(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.callbacks+=tests.test_runs.SignalAtReport",
+              "--trainer.callbacks.init_args.name=SIGINT"])  # fmt: skip
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("note: SIGINT (Ctrl-C) came after training had ended; the run was finished first")
+    _finished_with_every_file(fake_data / "lightning_logs" / "default" / "version_0")
+
+
+@pytest.mark.slow
+def test_a_run_stopped_after_its_last_epoch_is_completed_in_its_own_folder(fake_data):
+    """Issue 23: the resume of a run whose training had ended wrote its report into a second run folder."""
+    args = ["fit", *TINY, "--trainer.max_epochs", "2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", *args, "--trainer.callbacks+=tests.test_runs.TermInLastValidation"],
+        cwd=fake_data, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300,
+    )  # fmt: skip
+    run = Path("lightning_logs") / "default" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    assert proc.returncode == 128 + 15
+    assert proc.stderr.strip().splitlines()[-1] == f"error: stopped by SIGTERM after 2 finished epoch(s); resume with --ckpt_path {last}"
+    assert not (fake_data / run / "results.json").exists()
+    config = (fake_data / run / "config.yaml").read_text()
+    main([*args, "--ckpt_path", str(last)])  # the documented resume
+    assert run_folders(fake_data) == ["default/version_0"]  # no second folder
+    _finished_with_every_file(fake_data / run)
+    assert (fake_data / run / "config.yaml").read_text() == config  # the run's own, as it was trained
+    main([*args, "--experiment", "whole"])  # never stopped: the same results to the last bit
+    completed, whole = (json.loads((fake_data / "lightning_logs" / e / "version_0" / "results.json").read_text())
+                        for e in ("default", "whole"))  # fmt: skip
+    for split in ("train", "val", "test"):
+        assert completed[split] == whole[split]
+    assert completed["epochs"] == whole["epochs"] == 2
+    from src.instruments.results import read_run
+
+    os.chdir(fake_data)
+    assert read_run(run).earlier == []  # its own folder, not a run it continues
+
+
 # ----------------------------------------------------------- 4. the split comes from the checkpoint
 @pytest.mark.parametrize("subcommand", ["validate", "test"])
 def test_evaluation_uses_the_checkpoints_split_and_standardization(subcommand, trained, monkeypatch):
@@ -184,6 +278,53 @@ def test_explicit_values_that_differ_from_the_checkpoint_are_refused(trained, mo
     # values that agree with the checkpoint's go on
     cli = main(["validate", *TINY, "--model.activation", "relu", "--model.lr", "0.05", "--ckpt_path", ckpt])
     assert cli.model.hparams.activation == "relu"
+
+
+def test_another_seed_on_resume_is_refused_naming_the_checkpoints(trained, monkeypatch, capsys):
+    """Issue 23: --seed_everything 5 on resume was accepted and ignored (the checkpoint's random states win)."""
+    root, run = trained
+    monkeypatch.chdir(root)
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    before = run_folders(root)
+    status, err = run_cli(["fit", *TINY, "--trainer.max_epochs", "3", "--seed_everything", "5", "--ckpt_path", ckpt], capsys)
+    assert status == 2 and len(err) == 1, err
+    assert err[0] == (
+        f"error: --ckpt_path {ckpt} was trained with other values than given: --seed_everything=5 (checkpoint: 0); "
+        "leave them out to use the checkpoint's, or train a new run without --ckpt_path"
+    )
+    (root / "seed.yaml").write_text("seed_everything: 5\n")  # a --config that says it
+    status, err = run_cli(["validate", "--config", "seed.yaml", *TINY, "--ckpt_path", ckpt], capsys)
+    assert status == 2 and "--seed_everything=5 (checkpoint: 0)" in err[0], err
+    assert run_folders(root) == before
+    cli = main(["validate", *TINY, "--seed_everything", "0", "--ckpt_path", ckpt])  # the same seed goes on
+    assert cli.config["validate"]["seed_everything"] == 0
+
+
+def test_the_checkpoints_seed_is_the_runs_when_not_given(tmp_path):
+    """A resume without --seed_everything records the seed the run was trained with, not the default 0."""
+    from src.system.checkpoints import checkpoint_seed
+
+    saved = {"callbacks": {"RNGStateCallback": {"seed_everything": 3}}, "MNISTDataModule": {"seed": 7}}
+    assert checkpoint_seed(saved) == 3
+    # written before the seed was saved: the split's seed is the run's unless --data.seed was given
+    assert checkpoint_seed({"MNISTDataModule": {"seed": 4}, "datamodule_hyper_parameters": {"seed": None}}) == 4
+    assert checkpoint_seed({"MNISTDataModule": {"seed": 4}, "datamodule_hyper_parameters": {"seed": 4}}) is None
+
+
+def test_another_batch_size_on_resume_is_said_once(trained, monkeypatch, capsys):
+    """Issue 23: accepted without a word, and the resumed run then differs from the uninterrupted one."""
+    root, run = trained
+    monkeypatch.chdir(root)
+    cli = main(["fit", *TINY, "--data.batch_size", "32", "--trainer.max_epochs", "3", "--experiment", "bs",
+                "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])  # fmt: skip
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: --data.batch_size=32 is not the checkpoint's (64): the resumed run takes steps of 32 from here on, "
+        "so it will not equal the uninterrupted run; give --data.batch_size 64 to continue it exactly"
+    ]
+    assert cli.datamodule.hparams.batch_size == 32
+    results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    assert results["config"]["seed_everything"] == 0  # the checkpoint's
 
 
 def test_evaluation_without_checkpointing_runs(trained, monkeypatch):
@@ -249,6 +390,16 @@ def test_empty_config_file_is_named(fake_data, capsys):
     status, err = run_cli(["fit", "--config", "empty.yaml", *TINY], capsys)
     assert status == 2 and err == ["error: --config empty.yaml: the file is empty; give at least one key, "
                                    "e.g. 'model: {lr: 0.1}'"]  # fmt: skip
+
+
+def test_a_file_where_the_experiment_folder_goes_is_named(fake_data, capsys):
+    """Issue 23: "(File exists); make it writable" for a lightning_logs/default that is a file."""
+    (fake_data / "lightning_logs").mkdir()
+    (fake_data / "lightning_logs" / "default").write_text("not a folder\n")
+    status, err = run_cli(["fit", *TINY, "--trainer.max_epochs", "1"], capsys)
+    folder = Path("lightning_logs") / "default"
+    assert status == 1 and err == [f"error: cannot create the run folder in {folder}/: {folder} is a file, not a "
+                                   "folder; move it away, or name the run otherwise with --experiment"], err  # fmt: skip
 
 
 @pytest.mark.parametrize("blocker", ["read-only", "a file"])

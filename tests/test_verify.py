@@ -100,6 +100,16 @@ USER_MODULE = textwrap.dedent(
             x, w = ctx.saved_tensors
             return g @ w, g.t() @ x, g.mean(0)   # the bug: mean over the batch where the sum belongs
 
+    class RaisingLinear(GoodLinear):
+        @staticmethod
+        def backward(ctx, g):
+            raise ValueError("dW is not written yet")   # a learner's unfinished backward
+
+    class KeyErrorLinear(GoodLinear):
+        @staticmethod
+        def backward(ctx, g):
+            return {}["dx"]   # any exception a learner's code can raise
+
     def reference(x, w, b):
         return torch.nn.functional.linear(x, w, b)
 
@@ -132,6 +142,19 @@ def test_user_function_wrong_is_rejected_with_hint(user_module, capsys):
     assert verify.main(["--function", f"{user_module}:MeanBiasLinear", "--shapes", "6x5", "3x5", "3"]) == 1
     out = capsys.readouterr().out
     assert "verdict: FAIL" in out and "ratio ≈ 1/6" in out
+
+
+@pytest.mark.parametrize("name,error", [("RaisingLinear", "ValueError: dW is not written yet"),
+                                        ("KeyErrorLinear", "KeyError: 'dx'")])
+@pytest.mark.parametrize("shapes", [["6x5", "3x5", "3"], ["64x50", "40x50", "40"]], ids=["gradcheck", "projections"])
+def test_a_backward_that_raises_is_a_fail_row(name, error, shapes, user_module, capsys):
+    """Issue 23: a ValueError in the backward (only RuntimeError was handled) was a traceback and no table."""
+    assert verify.main(["--function", f"{user_module}:{name}", "--shapes", *shapes,
+                        "--reference", f"{user_module}:reference"]) == 1  # fmt: skip
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert f"gradcheck: {'input 0: ' if shapes[0] == '64x50' else ''}{error}" in captured.out
+    assert f"verdict: FAIL: {name}'s backward is wrong" in captured.out
 
 
 @pytest.mark.parametrize(

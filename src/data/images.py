@@ -33,13 +33,23 @@ __all__ = ["read_image", "to_mnist", "load_folder", "BOX", "SIZE"]
 SIZE = 28  #: MNIST's field
 BOX = 20  #: the box the digit is fitted into
 CENTER = 14.0  #: where MNIST's centers of mass lie (index coordinates)
+#: the longest side a picture is decoded at: the digit ends in a 20×20 box, and the levelling's
+#: float64 planes cost 32 bytes a pixel
+WORK_SIDE = 1024
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """Open and fully decode one image; ``ValueError`` naming the file if it is not a readable image."""
+    """Open and decode one image, at most :data:`WORK_SIDE` pixels a side; ``ValueError`` naming the file if unreadable.
+
+    A larger picture is shrunk while it is decoded (``Image.thumbnail``, which asks the decoder
+    for a reduced draft first: a JPEG decodes at 1/2, 1/4 or 1/8 of its size), so a 10000×10000
+    photo costs about what its small copy does, not gigabytes of full-size arrays.  Pillow's
+    decompression-bomb refusal (``Image.open``, from the header) stays in force.
+    """
     path = Path(path)
     try:
         with Image.open(path) as im:
+            im.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.LANCZOS)  # no-op for a picture already small
             im.load()  # decode now: a truncated or corrupt file fails here, not later
             return ImageOps.exif_transpose(im)
     except UnidentifiedImageError:
@@ -137,7 +147,12 @@ def load_folder(folder: str | Path | None) -> tuple[list[str], Tensor, list[str]
         raise ValueError(f"--data.predict_dir={None if folder is None else str(folder)!r} is not a folder")
     folder = Path(folder)
     names, images, problems = [], [], []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for path in sorted(p for p in folder.iterdir() if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")):
+        if not path.exists():  # a link whose target is gone: said like every other unreadable file
+            problems.append(f"{path}: a broken link (its target {path.readlink()} does not exist)")
+            continue
+        if not path.is_file():  # a link to a folder
+            continue
         try:
             img = to_mnist(read_image(path))
         except ValueError as err:

@@ -145,6 +145,8 @@ def _twice_differentiable(fn: Callable[..., Tensor], inputs: Sequence[Tensor]) -
             second = torch.autograd.grad(sum(g.sum() for g in gs), [*inputs, v], allow_unused=True)
         except RuntimeError as err:
             return "once_differentiable" not in str(err)
+        except Exception:  # the backward itself raised (any exception a learner's code raises): gradcheck says which
+            return False
     return any(g is not None for g in second)
 
 
@@ -180,7 +182,7 @@ def _projected_check(fn: Callable[..., Tensor], inputs: Sequence[Tensor], sizes:
         for seed in (7, 8):
             d = directional(target, inputs, i, seed=seed)
             if d is None:
-                return Cell(False, "fast", f"input {i}: the backward raised or returned a gradient of the wrong shape")
+                return Cell(False, "fast", f"input {i}: {_backward_error(target, inputs)}")
             a, n = d
             if abs(a - n) <= 1e-5 + 1e-3 * abs(n):
                 continue
@@ -190,6 +192,17 @@ def _projected_check(fn: Callable[..., Tensor], inputs: Sequence[Tensor], sizes:
             return Cell(False, "fast", f"input {i}: not a constant factor (ours/numerical {r if r is None else f'{r:.3g}'} "
                                        f"and {r2 if r2 is None else f'{r2:.3g}'} along two random directions)")  # fmt: skip
     return Cell(True, "fast")
+
+
+def _backward_error(fn: Callable[..., Tensor], inputs: Sequence[Tensor]) -> str:
+    """The one line of what the backward raised (any exception), else that its gradient had the wrong shape."""
+    try:
+        with torch.enable_grad():
+            out = fn(*inputs)
+            torch.autograd.grad(out, [x for x in inputs if x.requires_grad], torch.ones_like(out), allow_unused=True)
+    except Exception as err:
+        return _error_hint(err)
+    return "the backward returned a gradient of the wrong shape"
 
 
 def _user_row(spec: FunctionSpec, big: bool, with_ref: bool) -> Row:

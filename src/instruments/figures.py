@@ -85,8 +85,11 @@ def confusion_figure(name: str, confusion: Sequence[Sequence[int]], accuracy: fl
 
 def save_png(fig: Figure, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:  # a failed write (a full disk) leaves no half-written picture
+        tmp.unlink(missing_ok=True)
 
 
 def log_to_tensorboard(logger, results: dict, params: dict, name: str) -> None:

@@ -165,7 +165,11 @@ def _ckpt_path(run_dir: Path, results: Optional[dict]) -> Optional[str]:
     """The ``--ckpt_path`` a run started from: in ``results.json``'s config, else (a run that never
     finished) in the ``config.yaml`` Lightning wrote at its start."""
     if results is not None:
-        return results.get("config", {}).get("ckpt_path")
+        given = results.get("config", {}).get("ckpt_path")
+        if not given or Path(given).parts[-4:-2] != run_dir.parts[-2:]:
+            return given
+        # a resume that only wrote the report of this run (its training had ended): where the run started
+        # is in the config.yaml of its start, which that resume leaves as it was
     try:
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):

@@ -12,7 +12,9 @@ Checkpoints are written and read by :class:`src.system.checkpoints.AtomicCheckpo
 from __future__ import annotations
 
 import functools
+import os
 import random
+from pathlib import Path
 from typing import Any, Callable
 
 import lightning.pytorch as pl
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from . import lightning_private
+from . import lightning_private, runs
 
 __all__ = ["RNGStateCallback", "ResumableModelCheckpoint", "epoch_finished"]
 
@@ -43,9 +45,15 @@ class RNGStateCallback(Callback):
     of the global generators (dropout, augmentation) then resumes exactly too.
     """
 
+    def __init__(self) -> None:
+        #: the run's ``--seed_everything``: a checkpoint's when resumed (the command line's then changes nothing)
+        self.seed: int | None = None
+
     def state_dict(self) -> dict[str, Any]:
         kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+        seed = self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything
         state = {
+            "seed_everything": None if seed is None else int(seed),
             "torch": torch.get_rng_state(),
             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},  # fmt: skip
@@ -56,6 +64,7 @@ class RNGStateCallback(Callback):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seed = state_dict.get("seed_everything")
         torch.set_rng_state(state_dict["torch"])
         n = state_dict["numpy"]
         np.random.set_state(
@@ -94,6 +103,11 @@ class ResumableModelCheckpoint(ModelCheckpoint):
         # several times per training step, and it depends only on arguments fixed in __init__; with
         # the cached signature of MLPClassifier.training_step about 1.7 % of the baseline's step (BENCHMARKS.md)
         return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        super().setup(trainer, pl_module, stage)  # resolves the folder (rank 0's, on every DDP process)
+        if self.dirpath is not None:  # where a stopped process looks for the last.ckpt to resume from
+            runs.CHECKPOINT_DIR[:] = [Path(self.dirpath)]
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self.unfinished_epoch = None

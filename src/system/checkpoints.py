@@ -23,7 +23,10 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from .config import config_files
 from ..errors import ConfigError, OutputError
 
-__all__ = ["AtomicCheckpointIO", "check_state_shapes", "checkpoint_conflicts", "explicit_keys", "completed_epochs"]
+__all__ = [
+    "AtomicCheckpointIO", "batch_size_change", "check_state_shapes", "checkpoint_conflicts", "checkpoint_seed",
+    "explicit_keys", "completed_epochs", "check_lightning_checkpoint", "folder_given",
+]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -83,7 +86,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().load_checkpoint(path, map_location, weights_only=True if weights_only is None else weights_only)
         except FileNotFoundError as err:
             raise ConfigError(f"--ckpt_path={str(path)!r}: no such checkpoint file") from err
+        except IsADirectoryError as err:
+            raise ConfigError(folder_given(path)) from err
         except pickle.UnpicklingError as err:
+            if not _what_file(path).startswith("it is a damaged PyTorch"):  # not torch.save's archive at all
+                raise ConfigError(f"checkpoint {path} cannot be loaded: {_what_file(path)}") from err
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(
                 f"checkpoint {path} cannot be loaded safely (weights_only=True refuses it: {first}); "
@@ -91,8 +98,51 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from err
         except Exception as err:  # a truncated archive, a file that is no checkpoint at all, …
             raise ConfigError(
-                f"checkpoint {path} is damaged or not a PyTorch checkpoint ({type(err).__name__}: {err})"
+                f"checkpoint {path} cannot be loaded: {_what_file(path)} ({type(err).__name__}: {err})"
             ) from err
+
+
+def _what_file(path) -> str:
+    """What a file that ``torch.load`` cannot read is, by its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as err:
+        return f"it cannot be read ({err.strerror or err})"
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip archive
+        return "it is a damaged PyTorch checkpoint (its zip archive cannot be read: truncated or overwritten)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is a binary file in another format, not a PyTorch checkpoint"
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"it is a text file (it starts with {first!r}), not a PyTorch checkpoint"
+
+
+def folder_given(path) -> str:
+    """The line for a folder given as ``--ckpt_path``, naming a checkpoint inside it where there is one."""
+    found = sorted(Path(path).rglob("last.ckpt")) or sorted(Path(path).rglob("*.ckpt"))
+    hint = f", e.g. --ckpt_path {found[-1]}" if found else " (this one holds none)"
+    return f"--ckpt_path={str(path)!r} is a folder, not a checkpoint file; give a .ckpt file{hint}"
+
+
+#: what every checkpoint Lightning writes holds
+LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version")
+
+
+def check_lightning_checkpoint(ckpt: Any, path) -> None:
+    """Raise :class:`ConfigError` for a file ``torch.save`` wrote that is not a Lightning checkpoint (what it holds)."""
+    ask = "give a .ckpt that python -m src.train fit wrote, e.g. lightning_logs/<experiment>/version_N/checkpoints/last.ckpt"
+    if not isinstance(ckpt, Mapping):
+        what = f"a tensor of shape {tuple(ckpt.shape)}" if isinstance(ckpt, torch.Tensor) else f"a {type(ckpt).__name__}"
+        raise ConfigError(f"checkpoint {path} holds {what} that torch.save wrote, not a Lightning checkpoint; {ask}")
+    missing = [k for k in LIGHTNING_KEYS if k not in ckpt]
+    if missing:
+        keys = ", ".join(repr(k) for k in list(ckpt)[:5]) + (", …" if len(ckpt) > 5 else "")
+        raise ConfigError(
+            f"checkpoint {path} is not a Lightning checkpoint: it is a dict with the keys {keys or 'none'} and lacks "
+            f"{', '.join(repr(k) for k in missing)}; {ask}"
+        )
 
 
 def _os_error(err: BaseException | None) -> OSError | None:
@@ -132,12 +182,17 @@ def check_state_shapes(model_state: Mapping[str, Any], ckpt_state: Mapping[str, 
 
 
 def explicit_keys(args: Iterable[str]) -> dict[str, set[str]]:
-    """``{"model": {...}, "data": {...}}``: the keys that flags or ``--config`` files of ``args`` set."""
+    """``{"model": {...}, "data": {...}, "run": {...}}``: the keys that flags or ``--config`` files of ``args`` set.
+
+    ``run`` holds the top-level keys compared with a checkpoint's (``seed_everything``).
+    """
     args = list(args)
-    found: dict[str, set[str]] = {"model": set(), "data": set()}
+    found: dict[str, set[str]] = {"model": set(), "data": set(), "run": set()}
     for arg in args:
         flag = arg.split("=", 1)[0]
-        for group in found:
+        if flag == "--seed_everything":
+            found["run"].add("seed_everything")
+        for group in ("model", "data"):
             if flag.startswith(f"--{group}."):
                 found[group].add(flag[len(group) + 3 :].split(".")[0])
     for path in config_files(args):
@@ -149,7 +204,9 @@ def explicit_keys(args: Iterable[str]) -> dict[str, set[str]]:
             continue
         for section in (content, *(v for k, v in content.items() if k in ("fit", "validate", "test", "predict"))):
             if isinstance(section, dict):
-                for group in found:
+                if "seed_everything" in section:
+                    found["run"].add("seed_everything")
+                for group in ("model", "data"):
                     if isinstance(section.get(group), dict):
                         found[group] |= set(section[group])
     return found
@@ -166,11 +223,30 @@ def completed_epochs(ckpt: Mapping[str, Any]) -> int:
     return int(ckpt.get("epoch", -1)) + 1
 
 
-def checkpoint_conflicts(model: Any, data: Any, ckpt: Mapping[str, Any], explicit: dict[str, set[str]]) -> list[str]:
+def checkpoint_seed(ckpt: Mapping[str, Any]) -> Optional[int]:
+    """The ``--seed_everything`` a checkpoint's run was trained with; ``None`` where the checkpoint cannot say.
+
+    Saved by :class:`~src.system.callbacks.RNGStateCallback`; in checkpoints written before it was,
+    the data module's split seed, where that was the run's (``--data.seed`` not given).
+    """
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if str(key).startswith("RNGStateCallback") and isinstance(state, Mapping) and state.get("seed_everything") is not None:
+            return int(state["seed_everything"])
+    if (ckpt.get("datamodule_hyper_parameters") or {}).get("seed") is None:
+        seed = (ckpt.get("MNISTDataModule") or {}).get("seed")
+        return None if seed is None else int(seed)
+    return None
+
+
+def checkpoint_conflicts(
+    model: Any, data: Any, ckpt: Mapping[str, Any], explicit: dict[str, set[str]], seed: Any = None
+) -> list[str]:
     """``--group.key=value (checkpoint: value)`` for each explicit value that differs from the checkpoint's.
 
     ``model`` / ``data`` are the parsed groups (before the checkpoint's values replace them); the
-    checkpoint's model values are its ``hyper_parameters``, its split the data module's state.
+    checkpoint's model values are its ``hyper_parameters``, its split the data module's state;
+    ``seed`` is the parsed ``--seed_everything``, compared with :func:`checkpoint_seed` when explicit
+    (a resumed run draws from the checkpoint's random states: another seed would change nothing).
     """
     saved = {"model": dict(ckpt.get("hyper_parameters") or {}), "data": {}}
     state = ckpt.get("MNISTDataModule") or {}
@@ -186,4 +262,23 @@ def checkpoint_conflicts(model: Any, data: Any, ckpt: Mapping[str, Any], explici
                 continue  # data.seed None: "the run's seed", nothing explicit to compare
             if not _same(value, saved[group][key]):
                 out.append(f"--{group}.{key}={value!r} (checkpoint: {saved[group][key]!r})")
+    saved_seed = checkpoint_seed(ckpt)
+    if "seed_everything" in explicit.get("run", ()) and saved_seed is not None and seed != saved_seed:
+        out.append(f"--seed_everything={seed!r} (checkpoint: {saved_seed})")
     return out
+
+
+def batch_size_change(data: Any, ckpt: Mapping[str, Any]) -> Optional[str]:
+    """A warning when the resumed run's ``--data.batch_size`` is not the checkpoint's, else ``None``.
+
+    Accepted (a resumed run may go on with other steps), but from there it is another run than
+    the uninterrupted one: other steps, another data order.
+    """
+    saved = (ckpt.get("datamodule_hyper_parameters") or {}).get("batch_size")
+    given = data.get("batch_size") if hasattr(data, "get") else None
+    if saved is None or given is None or given == saved:
+        return None
+    return (
+        f"--data.batch_size={given} is not the checkpoint's ({saved}): the resumed run takes steps of {given} from "
+        f"here on, so it will not equal the uninterrupted run; give --data.batch_size {saved} to continue it exactly"
+    )

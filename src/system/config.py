@@ -28,6 +28,7 @@ __all__ = [
     "check_trainer",
     "check_config_files",
     "check_no_optimizer_flags",
+    "check_precision",
     "check_experiment_name",
     "config_files",
     "NEEDS_CHECKPOINT",
@@ -88,6 +89,10 @@ def check_run(cfg: Any, subcommand: str | None) -> None:
             f"{subcommand} needs trained weights: pass --ckpt_path lightning_logs/<experiment>/version_N/"
             "checkpoints/last.ckpt (or a best-epochNN.ckpt); without one the net's weights are random"
         )
+    if ckpt and Path(ckpt).is_dir():
+        from .checkpoints import folder_given  # (checkpoints imports this module)
+
+        raise ConfigError(folder_given(ckpt))
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"--ckpt_path={str(ckpt)!r}: no such checkpoint file")
     if subcommand == "predict" and not _get(_get(cfg, "data"), "predict_dir"):
@@ -158,8 +163,40 @@ def check_trainer(trainer: Any, subcommand: str | None) -> None:
             "--trainer.enable_checkpointing=false is not supported by fit: the results come from the best "
             "checkpoint, and last.ckpt is what a stopped run resumes from"
         )
+    limit = _get(trainer, "limit_train_batches")
+    if subcommand == "fit" and limit is not None and not isinstance(limit, bool) and limit == 0:
+        raise ConfigError(
+            f"--trainer.limit_train_batches={limit!r} is not allowed by fit: it would train nothing and report the "
+            "initial weights as a finished run; give a number of batches >= 1 or a fraction in (0, 1]"
+        )
+    if _get(trainer, "default_root_dir") is not None:
+        raise ConfigError(
+            f"--trainer.default_root_dir={str(_get(trainer, 'default_root_dir'))!r} is not supported: every run goes to "
+            "lightning_logs/<experiment>/version_N/ under the current folder; run from the folder that should hold "
+            "lightning_logs/ (cd there), and name the run with --experiment"
+        )
     check_step_limit(trainer)
     check_gradient_steps_flags(trainer)
+
+
+#: Lightning's mixed precisions (and their older names): autocast around the forward pass
+MIXED_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16")
+
+
+def check_precision(precision: Any, implementation: str | None) -> None:
+    """No mixed precision for the custom net: its hand-derived Functions compute in their inputs' dtype.
+
+    Under autocast the custom net's products come out in half precision and meet float32 targets
+    and weights (the loss refuses the mix, and the backward's products would mix them too); the
+    twin's torch ops are autocast's own, so ``--model.implementation sequential`` trains under it.
+    ``*-true`` precisions cast the whole net and the data to one dtype and train either net.
+    """
+    if precision is not None and str(precision) in MIXED_PRECISIONS and implementation in (None, "custom"):
+        raise ConfigError(
+            f"--trainer.precision={str(precision)!r} is not supported by --model.implementation custom: its "
+            "hand-derived Functions compute in their inputs' dtype, not autocast's; use 32-true, 64-true, bf16-true "
+            "or 16-true, or --model.implementation sequential (torch's ops under autocast)"
+        )
 
 
 def check_step_limit(trainer: Any) -> None:
@@ -224,10 +261,41 @@ def config_files(argv: list[str]) -> list[str]:
 
 
 def check_config_files(argv: list[str]) -> None:
-    """An empty ``--config`` file is named (jsonargparse would say only ``Unexpected config:``)."""
+    """Each ``--config`` file is UTF-8 YAML text holding a mapping, or one line names it and says what it is.
+
+    jsonargparse would say ``Unexpected config:`` (empty, or plain text) without the file's name,
+    print the YAML parser's lines about a ``"<unicode string>"``, or let a ``UnicodeDecodeError`` out.
+    """
+    import yaml  # jsonargparse's own parser of config files
+
     for path in config_files(argv):
-        if Path(path).is_file() and not Path(path).read_text().strip():
+        if not Path(path).is_file():
+            continue  # the parser names a missing file
+        raw = Path(path).read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise ConfigError(
+                f"--config {path} is not UTF-8 text: byte 0x{raw[err.start]:02x} on line {line} is not UTF-8; "
+                "a config is a YAML text file: save it as UTF-8"
+            ) from err
+        if "\0" in text:
+            raise ConfigError(f"--config {path} is a binary file, not a YAML text file; give a file like configs/relu.yaml")
+        if not text.strip():
             raise ConfigError(f"--config {path}: the file is empty; give at least one key, e.g. 'model: {{lr: 0.1}}'")
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or " ".join(str(err).split())
+            raise ConfigError(f"--config {path} is not valid YAML: {problem}{where}") from err
+        if not isinstance(content, dict):
+            raise ConfigError(
+                f"--config {path} holds {type(content).__name__} {text.strip().splitlines()[0][:40]!r}, not options; "
+                "a config maps option groups to values, e.g. 'model: {lr: 0.1}'"
+            )
 
 
 #: LightningCLI's own optimizer and scheduler groups (which would replace the module's configure_optimizers): what to use

@@ -44,7 +44,7 @@ from .checkpoints import check_state_shapes
 from .config import check_gradient_steps
 from ..hand.checks import check_choice
 from ..ranges import FiniteNonNegativeFloat, FinitePositiveFloat, UnitIntervalCO
-from ..errors import DivergenceError
+from ..errors import ConfigError, DivergenceError
 from ..hand.functional import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from ..hand.fused import Workspace
 from .metrics import build_report, report_metrics
@@ -462,7 +462,9 @@ class MLPClassifier(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Before Lightning copies the tensors: one clear line naming both shapes if the
         # checkpoint comes from another architecture (instead of load_state_dict's wall of text).
-        check_state_shapes(self.state_dict(), checkpoint.get("state_dict", {}))
+        if "state_dict" not in checkpoint:  # a file torch.save wrote, not Lightning: say so, not "another architecture"
+            raise ConfigError("checkpoint holds no 'state_dict': it is not a Lightning checkpoint of this project")
+        check_state_shapes(self.state_dict(), checkpoint["state_dict"])
         if "dropout_masks" in checkpoint and isinstance(self.net, FeedForwardNet):
             self.net.masks.load_state_dict(checkpoint["dropout_masks"])
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from ..errors import OutputError
 
 __all__ = [
-    "LOG_ROOT", "claim_run_dir", "discard_unfinished", "forget_claims", "write_text_atomic", "write_json_atomic",
+    "LOG_ROOT", "claim_run_dir", "discard_unfinished", "forget_claims", "unreported_run", "write_text_atomic",
+    "write_json_atomic",
 ]  # fmt: skip
 
 LOG_ROOT = Path("lightning_logs")
@@ -28,6 +29,8 @@ LOG_ROOT = Path("lightning_logs")
 CLAIMED: list[Path] = []
 #: their parent folders that the claims created (removed with them when left empty)
 _CREATED_PARENTS: list[Path] = []
+#: this command's checkpoint folder, known on every DDP process (rank 0's, broadcast by Lightning)
+CHECKPOINT_DIR: list[Path] = []
 
 
 def _next_version(parent: Path) -> int:
@@ -53,10 +56,29 @@ def claim_run_dir(parent: str | Path) -> Path:
             CLAIMED.append(path)
             return path
     except OSError as err:
+        blocking = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:  # mkdir says only "File exists"
+            raise OutputError(
+                f"cannot create the run folder in {parent}/: {blocking} is a file, not a folder; move it away, "
+                "or name the run otherwise with --experiment"
+            ) from err
         raise OutputError(
             f"cannot create the run folder in {parent}/ ({err.strerror or err}); make it writable, "
             "or run from a folder where lightning_logs/ can be written"
         ) from err
+
+
+def unreported_run(ckpt_path: str | Path) -> Path | None:
+    """The run folder ``lightning_logs/<experiment>/version_N`` of a checkpoint in its ``checkpoints/``, if it has no ``results.json``.
+
+    Such a run was stopped after training and before its report was written (``results.json`` is
+    the report's last file); ``None`` for a checkpoint outside a run folder here, or of a finished run.
+    """
+    ckpt = Path(ckpt_path)
+    run = ckpt.parent.parent
+    if ckpt.parent.name != "checkpoints" or not run.name.startswith("version_") or (run / "results.json").exists():
+        return None
+    return run if run.parent.parent.resolve() == LOG_ROOT.resolve() else None
 
 
 def discard_unfinished() -> list[Path]:
@@ -104,3 +126,4 @@ def forget_claims() -> None:
     """Start a new command: the folders claimed so far belong to finished ones."""
     CLAIMED.clear()
     _CREATED_PARENTS.clear()
+    CHECKPOINT_DIR.clear()
