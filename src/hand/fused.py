@@ -66,7 +66,7 @@ class Workspace:
 
     def buffers(self, x: Tensor, weights: Sequence[Tensor], dropout: bool) -> Buffers:
         """The buffers for this shape: new when the batch size, layer sizes, dtype, device or dropout change."""
-        widths = [w.shape[0] for w in weights]
+        widths = list(map(len, weights))  # out_l of each (out_l, in_l) weight
         key = (x.shape[0], x.dtype, x.device, dropout, *widths)
         if key != self.key:
             new = lambda n: torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)  # noqa: E731
