@@ -20,7 +20,7 @@ from .hints import _adam_hint, compare_hint, _error_hint, _gradcheck_hint, _shap
 from .specs import B, FunctionSpec, _onehot, OPTIMIZER_SETTINGS, SIZES, SPECS
 from .table import Cell, NA, Row
 
-__all__ = ["TOL", "check_function", "check_net", "check_optimizer", "verify_all"]
+__all__ = ["TOL", "check_function", "check_net", "check_optimizer", "lockstep", "verify_all"]
 
 TOL = {torch.float32: (1e-5, 1e-7), torch.float64: (1e-10, 1e-12)}  # (rtol of max|ref|, atol)
 #: extreme inputs in float32: saturated tanh's 1 − t² cancels, and the two formulas (ours g − g·t·t,
@@ -129,22 +129,29 @@ def _compare(fn, reference, xs, dtype, sizes, exact: bool = False, tol=None) -> 
 
 
 # ---------------------------------------------------------------- optimizers
-def _lockstep(ours_cls: type, ref_cls: type, kw: dict, dtype: torch.dtype, grad_scale: float = 1.0,
-              steps: int = STEPS) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:  # fmt: skip
-    """Same start, each side's own gradients of the same loss; ``(initial, ours, torch's)`` after ``steps``."""
-    gen = torch.Generator().manual_seed(3)
+def lockstep(ours_cls: type, ref_cls: type, kw: dict, dtype: torch.dtype = torch.float64, grad_scale: float = 1.0,
+             steps: int = STEPS, *, ours_kw: Optional[dict] = None,
+             seed: int = 3) -> tuple[list[Tensor], list[Tensor], list[Tensor], torch.optim.Optimizer]:  # fmt: skip
+    """Same start, each side's own gradients of the same loss; ``(initial, ours, torch's, our optimizer)`` after ``steps``.
+
+    ``ours``, ``torch's``: the parameters each optimizer stepped (the keys of its state);
+    ``ours_kw``: our optimizer's keywords where they differ from ``kw`` (``foreach``); ``seed``: the
+    start and the inputs.  Shared by :func:`check_optimizer` and ``tests/test_optim.py``.
+    """
+    gen = torch.Generator().manual_seed(seed)
     init = [torch.randn(5, 4, generator=gen, dtype=dtype), torch.randn(5, generator=gen, dtype=dtype)]
     x = torch.randn(7, 4, generator=gen, dtype=dtype)
-    sides = []
-    for cls in (ours_cls, ref_cls):
+    sides, opts = [], []
+    for cls, cls_kw in ((ours_cls, kw if ours_kw is None else ours_kw), (ref_cls, kw)):
         params = [p.clone().requires_grad_(True) for p in init]
-        opt = cls(params, **kw)
+        opt = cls(params, **cls_kw)
         for _ in range(steps):
             opt.zero_grad()
             (torch.tanh(x @ params[0].t() + params[1]).pow(2).sum() * grad_scale).backward()
             opt.step()
-        sides.append([p.detach() for p in params])
-    return init, sides[0], sides[1]
+        sides.append(params)
+        opts.append(opt)
+    return init, sides[0], sides[1], opts[0]
 
 
 def check_optimizer(name: str, ours_cls: Optional[type] = None) -> Row:
@@ -158,10 +165,10 @@ def check_optimizer(name: str, ours_cls: Optional[type] = None) -> Row:
         cells = []
         for kw in settings:
             for s in scales:
-                init, ours, ref = _lockstep(ours_cls, ref_cls, kw, dtype, s)
+                init, ours, ref, _ = lockstep(ours_cls, ref_cls, kw, dtype, s)
                 cell = _max_diff(ours, ref, dtype, (), EXTREME_TOL if key == "extreme" else None)
                 if cell.ok is False:  # what the first step says: its ratio to torch's first step
-                    i1, o1, r1 = _lockstep(ours_cls, ref_cls, kw, torch.float64, s, steps=1)
+                    i1, o1, r1, _ = lockstep(ours_cls, ref_cls, kw, torch.float64, s, steps=1)
                     step_ours = torch.cat([(a - b).flatten() for a, b in zip(o1, i1)])
                     step_ref = torch.cat([(a - b).flatten() for a, b in zip(r1, i1)])
                     cell.hint = "first step: " + (_adam_hint(kw, step_ours, step_ref) or compare_hint(step_ours, step_ref))
