@@ -1,7 +1,7 @@
 """Issue 19's levers: max-norm in the hand-written optimizers, weight averaging and label smoothing in the system.
 
 Each is off by default (the course report's configs keep their results to the last bit: tests/test_fast_path.py),
-steps in lockstep with its torch counterpart, reaches the twin alike, and resumes exactly (tests/test_regularized_runs.py).
+steps in lockstep with its torch counterpart, reaches the twin alike, and resumes exactly (tests/test_resume.py).
 """
 
 import pytest
