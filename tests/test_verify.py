@@ -150,7 +150,7 @@ def test_user_function_wrong_is_rejected_with_hint(user_module, capsys):
                                         ("KeyErrorLinear", "KeyError: 'dx'")])
 @pytest.mark.parametrize("shapes", [["6x5", "3x5", "3"], ["64x50", "40x50", "40"]], ids=["gradcheck", "projections"])
 def test_a_backward_that_raises_is_a_fail_row(name, error, shapes, user_module, capsys):
-    """Issue 23: a ValueError in the backward (only RuntimeError was handled) was a traceback and no table."""
+    """Regression: a ValueError in the backward (only RuntimeError was handled) was a traceback and no table."""
     assert verify.main(["--function", f"{user_module}:{name}", "--shapes", *shapes,
                         "--reference", f"{user_module}:reference"]) == 1  # fmt: skip
     captured = capsys.readouterr()
