@@ -35,10 +35,7 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 TINY = ["--data.data_dir", "data", "--data.val_size", "100", "--data.eval_batch_size", "100", *QUIET]
 
 
-# ------------------------------------------------------------------ 1. bad configuration values
-
-
-# ------------------------------------------------------------------ 2. data problems
+# ------------------------------------------------------------------ 1. data problems (bad values: tests/test_cli_errors.py)
 def _raw(tmp_path, **kw):
     return write_fake_mnist(tmp_path / "data", n_train=60, n_test=20, gz=False, **kw)
 
@@ -142,7 +139,7 @@ def test_data_error_through_the_cli(fake_data, capsys):
     assert not (fake_data / "lightning_logs").exists()
 
 
-# ------------------------------------------------------------------ 3. divergence
+# ------------------------------------------------------------------ 2. divergence
 class BlowUpLearningRate(Callback):
     """From epoch ``epoch`` on, multiply the learning rate by ``factor`` (a run that diverges late)."""
 
@@ -195,7 +192,7 @@ def test_broken_weights_are_never_checkpointed(fake_data, capsys):
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 0  # not epoch 1's broken weights
 
 
-# ------------------------------------------------------------------ 4 + 5. crash safety, exact resume, determinism
+# ------------------------------------------------------------------ 3 + 4. crash safety, exact resume, determinism
 class SlowEpochs(Callback):
     """Sleep after each training epoch, so a test can kill the run between two checkpoints."""
 
@@ -338,7 +335,7 @@ def test_random_states_travel_in_the_checkpoint(fake_data, monkeypatch):
     assert not torch.equal(_load(logs, "whole")["state_dict"]["net.W1"], _load(logs, "forgetful")["state_dict"]["net.W1"])
 
 
-# ------------------------------------------------------------------ 6. checkpoints from elsewhere
+# ------------------------------------------------------------------ 5. checkpoints from elsewhere
 @pytest.mark.slow
 def test_architecture_mismatch_names_both_shapes(runs):
     logs, _ = runs
