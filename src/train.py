@@ -29,7 +29,7 @@ from typing import Any, NoReturn, Optional
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.seed import seed_everything
-from lightning.pytorch.callbacks import ProgressBar, Timer, TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import CheckpointIO
@@ -43,11 +43,11 @@ from .system.checkpoints import (
 )
 from .system.config import check_config, check_config_files, check_no_optimizer_flags, check_precision
 from .data.mnist import MNISTDataModule, check_files
+from .instruments.after_fit import finish_fit
 from .instruments.diagnostics import GradientFlowDiagnostics
 from .errors import ConfigError, DataError, DivergenceError, OutputError, one_line
-from .system.runs import LOG_ROOT, claim_run_dir, write_json_atomic, write_text_atomic
-from .system.metrics import format_report
-from .system.module import EVAL_SPLITS, MLPClassifier
+from .system.runs import LOG_ROOT, claim_run_dir
+from .system.module import MLPClassifier
 from .system.predict import PredictionWriter
 
 __all__ = ["CLI", "RunLogger", "main"]
@@ -147,7 +147,7 @@ def _plain(value: Any) -> Any:
 
 
 class CLI(LightningCLI):
-    """LightningCLI with the run folder, the checks before anything starts, and the after-fit report."""
+    """LightningCLI with the run folder and the checks before anything starts; after ``fit``, the report (src.instruments.after_fit)."""
 
     #: the run folder a ``fit --ckpt_path`` completes: its checkpoint has trained every epoch, its report is missing
     completes: Optional[Path] = None
@@ -307,109 +307,9 @@ class CLI(LightningCLI):
         self._fit_start = time.perf_counter()
         self._stops.install()
 
-    def after_fit(self) -> None:
-        try:
-            self._report()
-        finally:
-            self._stops.uninstall()
-        if self._stops.held and self.trainer.is_global_zero:
-            print(f"note: {self._stops.held} came after training had ended; the run was finished first "
-                  f"(results in {Path(self.trainer.log_dir) / 'results.json'})", file=sys.stderr, flush=True)
-
-    def _report(self) -> None:
-        """Evaluate the best checkpoint on the three splits; write results.json, the reports and TensorBoard's share."""
-        trainer, model, dm = self.trainer, self.model, self.datamodule
-        if trainer.interrupted:
-            return
-        fit_time = time.perf_counter() - self._fit_start
-        ckpt = trainer.checkpoint_callback
-        best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
-        unfinished = getattr(ckpt, "unfinished_epoch", None)  # a stop mid-epoch: not counted, not saved
-        last = ckpt.last_model_path if ckpt is not None else None  # before the test restores the best's state
-        if unfinished is not None and best is None:
-            stopped = self._stopped(unfinished)
-            fix = "give a longer --trainer.max_time" if stopped.startswith("--trainer.max_time") else "let one epoch finish"
-            raise ConfigError(f"{stopped}, before any epoch finished: there is no checkpoint to evaluate or resume from; {fix}")
-        # one test run over the three splits, from the best checkpoint (loaded once)
-        model.eval_splits = EVAL_SPLITS
-        try:
-            loaders = [dm.eval_dataloader(split) for split in EVAL_SPLITS]
-            trainer.test(model, dataloaders=loaders, ckpt_path=best, verbose=False)
-        finally:
-            model.eval_splits = ("test",)
-        # trainer.log_dir is a collective call under DDP (rank 0 broadcasts it): every rank asks.
-        run_dir = Path(trainer.log_dir)
-        if not trainer.is_global_zero:  # the metrics are synced: rank 0 alone writes the results
-            return
-        results = {
-            split: {k: v for k, v in model.eval_results[split].items() if split != "val" or k != "report"}
-            for split in EVAL_SPLITS
-        }
-        results.update(
-            {
-                "wall_time_s": time.perf_counter() - self._fit_start,
-                "fit_time_s": fit_time,
-                "epochs": trainer.current_epoch - (unfinished is not None),  # the finished ones
-                "unfinished_epoch": _unfinished_record(unfinished),
-                **model.epoch_times,  # seconds per epoch run by this process
-                "best_checkpoint": best,
-                "evaluated_weights": model.evaluated_weights,  # the trained ones, or their moving average
-                "config": self.config[self.subcommand].as_dict(),
-            }
-        )
-        self._write_results(run_dir, results)
-        if unfinished is not None:
-            print(f"{self._stopped(unfinished)}: that epoch is not counted and no checkpoint holds it; results.json "
-                  f"is from the {results['epochs']} finished epoch(s); to train further, resume with --ckpt_path "
-                  f"{last} (it trains epoch {unfinished[0] + 1} again from its start)")
-
-    def _stopped(self, unfinished: tuple[int, int, int]) -> str:
-        """``--trainer.max_time ran out 4 of 8 batches into epoch 2`` (epochs counted from 1)."""
-        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
-        ran_out = timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0
-        epoch, done, total = unfinished
-        return f"{'--trainer.max_time ran out' if ran_out else 'training stopped'} {done} of {total} batches into epoch {epoch + 1}"
-
-    def _write_results(self, run_dir: Path, results: dict) -> None:
-        """The train and test classification reports, TensorBoard's share, then results.json into the run folder.
-
-        ``results.json`` comes last: a run folder that holds it is finished, with every file.
-        """
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for split in ("train", "test"):
-            text = format_report(results[split]["report"])
-            write_text_atomic(run_dir / f"{split}_report.txt", text)
-            print(f"\n{split.capitalize()} classification report ({self.experiment_name()}):\n{text}")
-        if isinstance(self.trainer.logger, TensorBoardLogger):
-            self._log_to_tensorboard(results)
-        write_json_atomic(run_dir / "results.json", results)
-        print(
-            f"test accuracy {results['test']['accuracy']:.4f} ({results['evaluated_weights']}), "
-            f"wall time {results['wall_time_s']:.1f} s; "
-            f"results in {run_dir / 'results.json'}"
-        )
-
-    def _log_to_tensorboard(self, results: dict) -> None:
-        """The confusion matrix, classification reports and hyperparameters (HParams metric: test accuracy)."""
-        from .instruments.figures import log_to_tensorboard  # matplotlib is imported only here
-
-        # flat, like the hyperparameters Lightning logs at the start (module's and data module's)
-        params = {**self.datamodule.hparams, **self.model.hparams}
-        params = {k: v for k, v in params.items() if not k.startswith("_")}  # not the CLI's _instantiator
-        params.update(
-            experiment=self.experiment_name(),
-            max_epochs=self.trainer.max_epochs,
-            seed_everything=self.config[self.subcommand].get("seed_everything"),
-        )
-        log_to_tensorboard(self.trainer.logger, results, params, self.experiment_name())
-
-
-def _unfinished_record(unfinished: tuple[int, int, int] | None) -> dict | None:
-    """results.json's ``unfinished_epoch``: where a stop mid-epoch cut training (epoch counted from 1)."""
-    if unfinished is None:
-        return None
-    epoch, done, total = unfinished
-    return {"epoch": epoch + 1, "batches": done, "of": total}
+    def after_fit(self) -> None:  # the report of the run (src/instruments/after_fit.py)
+        finish_fit(self.trainer, self.model, self.datamodule, self.config[self.subcommand], self.experiment_name(),
+                   self._fit_start, self._stops)
 
 
 def main(args: ArgsType = None, run: bool = True) -> CLI:

@@ -14,7 +14,7 @@ when a row fails (a bug survives); 2 for a bad command line, and for a ``--funct
 This file is the command only: its arguments, the printed tables and the exit status.  What is
 checked lives in ``src/instruments/``:
 
-* ``verification.py`` — the checks of every piece, what each column means, the hints;
+* ``verification/`` — what is checked (``specs.py``), how (``checks.py``), the hints (``hints.py``), the table (``table.py``);
 * ``mutants.py`` — the planted bugs of ``--mutants`` (subclasses of the Functions and optimizers,
   in memory; the source is never patched);
 * ``custom_function.py`` — ``--function``: your Function loaded, fed random inputs and checked;
@@ -35,7 +35,8 @@ import torch
 from .instruments.custom_function import UserInputError, check_user_function
 from .instruments.exercises import ExerciseInputError, check_exercise, hints, resolve, solution
 from .instruments.mutants import run_mutants
-from .instruments.verification import COLUMNS, NA, Row, verify_all
+from .instruments.verification.checks import verify_all
+from .instruments.verification.table import COLUMNS, NA, Row
 
 
 def format_table(rows: Sequence[Row], first: str = "piece") -> str:

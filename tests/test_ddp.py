@@ -108,7 +108,7 @@ class StopRank(Callback):
 
 @pytest.mark.parametrize("rank,name,status", [(1, "SIGKILL", 1), (0, "SIGTERM", 128 + 15)], ids=["kill -9 rank 1", "SIGTERM rank 0"])
 def test_a_stopped_ddp_process_is_one_line_per_process_with_the_resume(rank, name, status, fake_data):
-    """Issue 23: kill -9 of a worker gave every survivor a ~95-line gloo traceback and no resume command; a
+    """Regression: kill -9 of a worker gave every survivor a ~95-line gloo traceback and no resume command; a
     SIGTERM to rank 0 made ranks 1 and 2 say "no checkpoint to resume from" beside rank 0's resume command."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("LOCAL_RANK", None)

@@ -1,7 +1,7 @@
-"""Issue 19's levers: max-norm in the hand-written optimizers, weight averaging and label smoothing in the system.
+"""The levers: max-norm in the hand-written optimizers, weight averaging and label smoothing in the system.
 
 Each is off by default (the course report's configs keep their results to the last bit: tests/test_fast_path.py),
-steps in lockstep with its torch counterpart, reaches the twin alike, and resumes exactly (tests/test_regularized_runs.py).
+steps in lockstep with its torch counterpart, reaches the twin alike, and resumes exactly (tests/test_resume.py).
 """
 
 import pytest
@@ -142,7 +142,7 @@ def test_the_average_follows_the_ema_formula_with_its_warm_up():
 
 
 def test_a_short_run_average_forgets_the_first_step():
-    """Issue 24: with a fixed d = 0.999 the first step's weights kept 0.999^390 = 68 % of a 391-step average."""
+    """Regression: with a fixed d = 0.999 the first step's weights kept 0.999^390 = 68 % of a 391-step average."""
     system = MLPClassifier(**ARCH, ema_decay=0.999)
     w1 = system.net.W1
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""GD and Adam step in lockstep with torch.optim.SGD / Adam (tinygrad's optimizer tests' habit)."""
+"""GD and Adam step in lockstep with torch.optim.SGD / Adam (tinygrad's optimizer tests' habit), through the lockstep of src.verify."""
 
 import re
 
@@ -6,25 +6,9 @@ import pytest
 import torch
 
 from src.hand.optim import GD, Adam
+from src.instruments.verification.checks import lockstep
 
 TOL = dict(rtol=1e-12, atol=1e-12)
-
-
-def _lockstep(ours_cls, ours_kw, ref_cls, ref_kw, steps):
-    """Same params, same gradients each step; return both parameter lists after `steps` steps."""
-    gen = torch.Generator().manual_seed(0)
-    init = [torch.randn(5, 4, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)]
-    a = [p.clone().requires_grad_(True) for p in init]
-    b = [p.clone().requires_grad_(True) for p in init]
-    opt_a, opt_b = ours_cls(a, **ours_kw), ref_cls(b, **ref_kw)
-    x = torch.randn(7, 4, generator=gen, dtype=torch.float64)
-    for _ in range(steps):
-        for params, opt in ((a, opt_a), (b, opt_b)):
-            opt.zero_grad()
-            loss = torch.tanh(x @ params[0].t() + params[1]).pow(2).sum()
-            loss.backward()
-            opt.step()
-    return a, b, opt_a
 
 
 FOREACH = pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "loop"])
@@ -34,7 +18,7 @@ FOREACH = pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "loo
 @pytest.mark.parametrize("steps", [1, 10, 25])
 @pytest.mark.parametrize("lr", [1e-3, 0.1, 0.5])
 def test_gd_matches_sgd(lr, steps, foreach):
-    a, b, _ = _lockstep(GD, dict(lr=lr, foreach=foreach), torch.optim.SGD, dict(lr=lr), steps)
+    _, a, b, _ = lockstep(GD, torch.optim.SGD, dict(lr=lr), steps=steps, ours_kw=dict(lr=lr, foreach=foreach), seed=0)
     for pa, pb in zip(a, b):
         torch.testing.assert_close(pa, pb, **TOL)
 
@@ -47,14 +31,14 @@ def test_gd_matches_sgd(lr, steps, foreach):
 )
 def test_adam_matches_torch_adam(lr, betas, eps, steps, foreach):
     kw = dict(lr=lr, betas=betas, eps=eps)
-    a, b, opt = _lockstep(Adam, dict(kw, foreach=foreach), torch.optim.Adam, kw, steps)
+    _, a, b, opt = lockstep(Adam, torch.optim.Adam, kw, steps=steps, ours_kw=dict(kw, foreach=foreach), seed=0)
     for pa, pb in zip(a, b):
         torch.testing.assert_close(pa, pb, **TOL)
     assert all(opt.state[p]["step"] == steps for p in a)
 
 
 def test_adam_state_round_trips_through_state_dict():
-    a, _, opt = _lockstep(Adam, dict(lr=0.01), torch.optim.Adam, dict(lr=0.01), 3)
+    _, a, _, opt = lockstep(Adam, torch.optim.Adam, dict(lr=0.01), steps=3, seed=0)
     fresh = Adam(a, lr=0.01)
     fresh.load_state_dict(opt.state_dict())
     for p in a:

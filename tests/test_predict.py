@@ -106,7 +106,7 @@ def test_load_folder_reports_and_skips_bad_files(tmp_path):
 
 
 def test_a_broken_link_is_said_like_every_unreadable_file(tmp_path):
-    """Issue 23: skipped without a word among good pictures, and alone "the folder is empty"."""
+    """Regression: skipped without a word among good pictures, and alone "the folder is empty"."""
     (tmp_path / "gone.png").symlink_to(tmp_path / "deleted.png")
     with pytest.raises(ValueError, match=re.escape(f"no usable image in {tmp_path}/ ({tmp_path / 'gone.png'}: a broken "
                                                    f"link (its target {tmp_path / 'deleted.png'} does not exist))")):  # fmt: skip
@@ -124,7 +124,7 @@ def _big_stroke(side: int) -> Image.Image:
 
 
 def test_a_large_picture_is_decoded_at_a_working_size(tmp_path, monkeypatch):
-    """Issue 23: a 10000×10000 picture peaked at 6.8 GB; now it is shrunk while decoded (bench/predict_memory.py)."""
+    """Regression: a 10000×10000 picture peaked at 6.8 GB; now it is shrunk while decoded (bench/predict_memory.py)."""
     from PIL import ImageFile
 
     big = _big_stroke(4096)
@@ -243,7 +243,7 @@ class _Fed(Callback):
 
 
 def test_predict_feeds_the_net_the_training_preprocessing_of_to_mnist(fake_data, one_thread):
-    """Issue 24: your images standardized without dividing by the std passed the whole suite.
+    """Regression: your images standardized without dividing by the std passed the whole suite.
 
     The invariant, on values: the tensor predict feeds the net for a picture is the training
     splits' own preprocessing (the checkpoint's mean and std, the same flattening) of the 28×28

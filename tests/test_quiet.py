@@ -1,4 +1,4 @@
-"""Issue 24: a tiny fit (through ``src.report --run``), test and predict print no warning or tip the user can do nothing about.
+"""A quiet console: a tiny fit (through ``src.report --run``), test and predict print no warning or tip the user can do nothing about.
 
 Real processes, as a user runs them: what reaches the screen is what Python's warnings, Lightning's
 log and our prints leave there.  Lines that concern the user's own choice stay (a skipped file of

@@ -222,7 +222,7 @@ def _fail(err_no: int, strerror: str):
 
 @pytest.mark.parametrize("where", ["read-only folder", "full disk: a picture", "full disk: REPORT.md"])
 def test_an_unwritable_report_folder_is_one_line(where, two_runs, monkeypatch, capsys):
-    """Issue 23: PermissionError / OSError tracebacks; now the one line fit gives, exit 1, no half-written file."""
+    """Regression: PermissionError / OSError tracebacks; now the one line fit gives, exit 1, no half-written file."""
     import errno
 
     from matplotlib.figure import Figure

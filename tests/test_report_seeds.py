@@ -55,7 +55,7 @@ def test_seeds_must_be_positive(tiny, capsys):
 
 
 def test_a_report_says_when_its_runs_are_not_the_seeds_asked_for(tiny, capsys):
-    """Issue 24: the README's version folders mixed seed 0 three times with seeds 1–2, silently."""
+    """Regression: the README's version folders mixed seed 0 three times with seeds 1–2, silently."""
     report_main(["--run", "--seeds", "2", "--configs", "small.yaml", "--", *TINY])
     logs = tiny / "lightning_logs" / "small"
     shutil.copytree(logs / "version_0", logs / "version_2")  # seed 0 again, as a later run

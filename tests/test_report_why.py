@@ -53,7 +53,7 @@ def test_report_has_accuracy_figure_and_why_section(runs, capsys):
 
 
 def test_seeded_experiments_are_one_band_each_and_the_why_compares_the_activations(runs, monkeypatch):
-    """Issue 24: --seeds 3 drew one legend entry per run, and the "why" compared three seeds of one activation."""
+    """Regression: --seeds 3 drew one legend entry per run, and the "why" compared three seeds of one activation."""
     logs = runs / "lightning_logs"
     for name, source in (("sig", "course_sigmoid"), ("rel", "course_relu")):  # names that say no activation
         for seed in range(3):
@@ -83,7 +83,7 @@ def _diag(val_acc):
 
 
 def test_a_line_equal_to_another_is_drawn_on_it_and_said():
-    """Issue 24: package (the twin, equal to baseline) hid baseline's line."""
+    """Regression: package (the twin, equal to baseline) hid baseline's line."""
     fig = accuracy_figure(["baseline", "package", "relu"], [_diag([0.9, 0.95]), _diag([0.9, 0.95]), _diag([0.92, 0.96])])
     ax = fig.axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -95,7 +95,7 @@ def test_a_line_equal_to_another_is_drawn_on_it_and_said():
 
 @pytest.mark.parametrize("epochs", [1, 2, 15])
 def test_epoch_axes_have_whole_epochs(epochs):
-    """Issue 24: a 1-epoch run's loss figure had x-ticks 0.945 … 1.050."""
+    """Regression: a 1-epoch run's loss figure had x-ticks 0.945 … 1.050."""
     for fig in (loss_figure("x", list(range(1, epochs + 1)), [0.5] * epochs, [0.4] * epochs, "cross_entropy"),
                 accuracy_figure(["x"], [_diag([0.9] * epochs)])):  # fmt: skip
         ax = fig.axes[0]

@@ -8,13 +8,15 @@ import textwrap
 import pytest
 
 from src import verify
-from src.instruments import verification as V
+from src.instruments.verification.checks import check_function, verify_all
+from src.instruments.verification.specs import B, SPECS
+from src.instruments.verification.table import Cell, Row
 from src.instruments.custom_function import check_user_function
 from src.instruments.mutants import run_mutants
 
 @pytest.fixture(scope="module")
 def rows():
-    return V.verify_all()
+    return verify_all()
 
 
 def test_verify_lists_every_piece_and_all_pass(rows):
@@ -39,7 +41,7 @@ def test_verify_cli_exit_status(capsys, monkeypatch, rows):
     assert verify.main([]) == 0
     out = capsys.readouterr().out
     assert f"{len(rows)} of {len(rows)} pieces pass" in out and "gradgradcheck" in out and "FAIL" not in out
-    broken = [*rows[:-1], V.Row("broken", {"fp64": V.Cell(False, "1e+00", "ratio ≈ −1: a flipped sign")})]
+    broken = [*rows[:-1], Row("broken", {"fp64": Cell(False, "1e+00", "ratio ≈ −1: a flipped sign")})]
     monkeypatch.setattr(verify, "verify_all", lambda: broken)
     assert verify.main([]) == 1
     assert "↳ max|Δ| fp64: ratio ≈ −1: a flipped sign" in capsys.readouterr().out
@@ -58,7 +60,7 @@ def test_every_mutant_is_caught_with_the_right_hint(mutants):
     assert "flipped sign" in hints[("Sigmoid", "flipped sign")]
     assert "transposed shape" in hints[("Linear", "dropped transpose (∂L/∂W = xᵀ g, not gᵀ x)")]
     assert "ratio ≈ 2" in hints[("L2Penalty", "missing ½ (∂P/∂W = 2αW)")]
-    assert f"ratio ≈ {V.B}" in hints[("SoftmaxCrossEntropy", "sum for mean (no 1/B)")]
+    assert f"ratio ≈ {B}" in hints[("SoftmaxCrossEntropy", "sum for mean (no 1/B)")]
     assert "without bias correction" in hints[("Adam", "no bias correction")]
     norm = {bug.split(" (")[0]: (row.failed_columns(), " ".join(row.hints())) for bug, piece, row in results if "Norm" in piece}
     assert "the path through μ" in norm["dropped mean term"][1] and "gradcheck" in norm["dropped mean term"][0]
@@ -72,7 +74,7 @@ def test_every_mutant_is_caught_with_the_right_hint(mutants):
 
 
 def test_a_correct_function_passes_the_checks():
-    assert V.check_function(V.SPECS[0]).passed  # Linear, the real one
+    assert check_function(SPECS[0]).passed  # Linear, the real one
 
 
 USER_MODULE = textwrap.dedent(
@@ -148,7 +150,7 @@ def test_user_function_wrong_is_rejected_with_hint(user_module, capsys):
                                         ("KeyErrorLinear", "KeyError: 'dx'")])
 @pytest.mark.parametrize("shapes", [["6x5", "3x5", "3"], ["64x50", "40x50", "40"]], ids=["gradcheck", "projections"])
 def test_a_backward_that_raises_is_a_fail_row(name, error, shapes, user_module, capsys):
-    """Issue 23: a ValueError in the backward (only RuntimeError was handled) was a traceback and no table."""
+    """Regression: a ValueError in the backward (only RuntimeError was handled) was a traceback and no table."""
     assert verify.main(["--function", f"{user_module}:{name}", "--shapes", *shapes,
                         "--reference", f"{user_module}:reference"]) == 1  # fmt: skip
     captured = capsys.readouterr()

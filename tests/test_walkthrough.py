@@ -23,7 +23,7 @@ DOC = ROOT / "docs" / "walkthrough.md"
 LINE = re.compile(r"^  (?P<name>\S+)\s+(?P<formula>.*?)\s+(?P<shape>scalar|\d+(?:×\d+)*)  (?P<note>max\||= )")
 VERDICT = re.compile(r"\s(exact|close|WRONG)(\s|$)")
 
-#: the shapes of the default step, as docs/derivations.md and the issue state them (batch 64)
+#: the shapes of the default step, as docs/derivations.md states them (batch 64)
 DEFAULT_SHAPES = {
     ("forward", "x"): "64×784", ("forward", "W₁"): "500×784", ("forward", "z₁"): "64×500", ("forward", "h₁"): "64×500",
     ("forward", "W₂"): "250×500", ("forward", "z₂"): "64×250", ("forward", "h₂"): "64×250",

@@ -12,7 +12,10 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.gradcheck import GradcheckError
 
-from .verification import COLUMNS, Cell, FunctionSpec, NA, Row, _cast, _compare, _error_hint, _gradcheck_hint, _sizes, directional, directional_ratio, ratio_hint
+from .verification.checks import _cast, _compare, _sizes
+from .verification.hints import _error_hint, _gradcheck_hint, directional, directional_ratio, ratio_hint
+from .verification.specs import FunctionSpec
+from .verification.table import COLUMNS, NA, Cell, Row
 
 __all__ = ["UserInputError", "check_user_function", "load_object", "parse_shape"]
 

@@ -13,15 +13,15 @@ that fails:
 3. **values** in float64 against the project's own piece (which equals PyTorch's): which elements
    differ (the first few indices), and the likely mistake: a classic wrong answer of this
    exercise computed on the same inputs (σ(1+σ), no bias correction, …) or a clean ratio
-   (:func:`~src.instruments.verification.compare_hint`: a missing 1/B, a flipped sign, ½);
+   (:func:`~src.instruments.verification.hints.compare_hint`: a missing 1/B, a flipped sign, ½);
 4. **the project's checks**: the row ``python -m src.verify`` prints for this piece, run on the
-   learner's code (:func:`~src.instruments.verification.check_function`: gradcheck, gradgradcheck,
-   fp32, fp64, extreme inputs; :func:`~src.instruments.verification.check_optimizer`: 25 steps in
+   learner's code (:func:`~src.instruments.verification.checks.check_function`: gradcheck, gradgradcheck,
+   fp32, fp64, extreme inputs; :func:`~src.instruments.verification.checks.check_optimizer`: 25 steps in
    lockstep with ``torch.optim.Adam``).
 
 Adding an exercise is one stub file and one entry of :data:`EXERCISES`: a
 :class:`FunctionExercise` for any ``torch.autograd.Function`` (give it a
-:class:`~src.instruments.verification.FunctionSpec`: the project's class, the PyTorch reference,
+:class:`~src.instruments.verification.specs.FunctionSpec`: the project's class, the PyTorch reference,
 the inputs), with its hints and its classic mistakes (:class:`Mistake`); a
 :class:`NormBackwardExercise` for a backward written as a function that returns its gradients by
 name (batch norm's graph walk and closed form, layer norm), graded one by one in the derivation's
@@ -49,8 +49,10 @@ from ..hand import functional as HF
 from ..hand import losses as HL
 from ..hand import norm as HN
 from ..hand import optim as HO
-from .verification import (B, COLUMNS, NORM_EPS, SIZES, SPECS, TOL, FunctionSpec, Row, _n, _net_params, _off_zero, _sizes,
-                           _torch_net, check_function, check_optimizer, compare_hint)  # fmt: skip
+from .verification.checks import TOL, _sizes, check_function, check_optimizer
+from .verification.hints import compare_hint
+from .verification.specs import B, NORM_EPS, SIZES, SPECS, FunctionSpec, _n, _net_params, _off_zero, _torch_net
+from .verification.table import COLUMNS, Row
 
 __all__ = ["EXERCISES", "Exercise", "ExerciseInputError", "FunctionExercise", "Mistake", "NormBackwardExercise",
            "Outcome", "check_exercise", "hints", "resolve", "solution"]  # fmt: skip
@@ -314,7 +316,7 @@ def _project_checks(lines: list[str], rows: Sequence[Row], what: str) -> None:
 class FunctionExercise(Exercise):
     """A ``torch.autograd.Function`` whose ``backward`` the learner writes.
 
-    ``spec`` is the project's :class:`~src.instruments.verification.FunctionSpec` of the piece
+    ``spec`` is the project's :class:`~src.instruments.verification.specs.FunctionSpec` of the piece
     (its class, the PyTorch reference, the inputs): the values are compared with ``spec.cls``,
     and the learner's class is run through :func:`check_function` with it.  ``inputs`` names the
     Function's inputs (``x``, ``weight``, …) for the messages.  A :class:`Mistake`'s ``compute``

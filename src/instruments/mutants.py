@@ -13,7 +13,9 @@ from ..hand import fused as FF
 from ..hand import losses as HL
 from ..hand import norm as HN
 from ..hand import optim as HO
-from .verification import FunctionSpec, Row, SIZES, SPECS, _ff_extras, check_function, check_optimizer
+from .verification.checks import check_function, check_optimizer
+from .verification.specs import SIZES, SPECS, FunctionSpec, _ff_extras
+from .verification.table import Row
 
 __all__ = ["MUTANTS", "run_mutants"]
 

@@ -1,4 +1,9 @@
-"""Dropout and augmentation through the real CLI: bad values in one line, and an exact resume."""
+"""Exact resume: a run with dropout and augmentation, and one with the levers (moving average, label
+smoothing, max-norm), interrupted and resumed, ends bit for bit where the uninterrupted run does.
+
+More resumes: a killed run and the random states (tests/test_reliability.py), a ``--trainer.max_time``
+stop mid-epoch (tests/test_trainer_flags.py), a chain of resumed runs reported whole (tests/test_report_resumed.py).
+"""
 
 import json
 
@@ -22,31 +27,6 @@ def fake_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["python"])  # else LightningCLI warns (on stderr) that args= overrides pytest's argv
     return tmp_path
-
-
-BAD = [
-    (["--model.dropout", "1"], "--model.dropout: 1 is not allowed; it must be >= 0 and < 1"),
-    (["--model.dropout=-0.1"], "--model.dropout: -0.1 is not allowed; it must be >= 0 and < 1"),
-    (["--model.input_dropout", "1"], "--model.input_dropout: 1 is not allowed"),
-    (["--data.augment_degrees", "200"], "--data.augment_degrees: 200 is not allowed; it must be >= 0 and <= 180"),
-    (["--data.augment_translate", "1.5"], "--data.augment_translate: 1.5 is not allowed"),
-    (["--data.augment_scale", "[1.2, 0.8]"], "--data.augment_scale=[1.2, 0.8] is not allowed"),
-    (["--data.augment_scale", "[0, 1]"], "--data.augment_scale: 0 is not allowed"),
-    (["--data.augment_elastic_alpha=-3"], "--data.augment_elastic_alpha: -3 is not allowed"),
-    (["--model.ema_decay", "1"], "--model.ema_decay: 1 is not allowed; it must be >= 0 and < 1"),
-    (["--model.max_norm=-1"], "--model.max_norm: -1 is not allowed"),
-    (["--model.label_smoothing", "0.1", "--model.loss", "mse"],
-     "label_smoothing=0.1 needs loss='cross_entropy' with output_activation='softmax'"),
-]
-
-
-@pytest.mark.parametrize("bad,line", BAD, ids=[" ".join(b) for b, _ in BAD])
-def test_bad_value_is_one_line(bad, line, fake_data, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", "--data.data_dir", "data", "--data.val_size", "100", *QUIET, *bad])
-    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
-    assert exc.value.code == 2 and len(err) == 1 and err[0].startswith(f"error: {line}"), err
-    assert not (fake_data / "lightning_logs").exists()  # refused before anything was written
 
 
 class Interrupt(Exception):
@@ -81,7 +61,7 @@ def one_thread():
 def test_interrupted_run_with_dropout_and_augmentation_resumes_bit_for_bit(fake_data, one_thread):
     main([*RUN, "--experiment", "whole"])
     with pytest.raises(Interrupt):
-        main([*RUN, "--experiment", "cut", "--trainer.callbacks+=tests.test_regularized_runs.StopAtEpoch2"])
+        main([*RUN, "--experiment", "cut", "--trainer.callbacks+=tests.test_resume.StopAtEpoch2"])
     cut = fake_data / "lightning_logs" / "cut" / "version_0" / "checkpoints" / "last.ckpt"
     saved = torch.load(cut, weights_only=True)
     assert saved["epoch"] == 1 and saved["dropout_masks"]["state"] is not None
@@ -110,11 +90,11 @@ LEVERS = ["--model.ema_decay", "0.9", "--model.label_smoothing", "0.1", "--model
 
 @pytest.mark.parametrize("implementation", ["custom", "sequential"])
 def test_interrupted_run_with_the_levers_resumes_bit_for_bit(implementation, fake_data, one_thread):
-    # issue 19's levers all on: the average (AveragedModel in the state_dict), the smoothed loss, the max-norm
+    # the levers all on: the average (AveragedModel in the state_dict), the smoothed loss, the max-norm
     run = [*RUN, *LEVERS, "--model.implementation", implementation]
     main([*run, "--experiment", "whole"])
     with pytest.raises(Interrupt):
-        main([*run, "--experiment", "cut", "--trainer.callbacks+=tests.test_regularized_runs.StopAtEpoch2"])
+        main([*run, "--experiment", "cut", "--trainer.callbacks+=tests.test_resume.StopAtEpoch2"])
     cut = fake_data / "lightning_logs" / "cut" / "version_0" / "checkpoints" / "last.ckpt"
     main([*run, "--experiment", "resumed", "--ckpt_path", str(cut)])
     whole, resumed = _ckpt(fake_data, "whole")["state_dict"], _ckpt(fake_data, "resumed")["state_dict"]

@@ -1,8 +1,9 @@
-"""Issue 18: Lightning's flags off the documented path, each either right or refused in one line.
+"""Lightning's trainer flags and stops off the documented path, each right or one line.
 
 A ``--trainer.max_time`` stop mid-epoch, a full disk, ``--trainer.precision 64-true``, a crash in
 fit, gradient clipping and accumulation under manual optimization, a batch larger than the
-training split, a mistyped ``--data.data_dir``, Ctrl-C, and the seed message before an error.
+training split, Ctrl-C, and the seed message before an error (the flags refused outright:
+tests/test_cli_errors.py).
 Tiny synthetic data (tests/fakedata.py) through the real CLI entry, in-process.
 """
 
@@ -70,7 +71,7 @@ def batch_clock(monkeypatch):
 
 RUN = [*TINY, "--model.activation", "relu", "--model.optimizer", "adam", "--model.lr", "0.003",
        "--model.lr_schedule", "cosine", "--trainer.max_epochs", "3"]  # fmt: skip
-TIMED = ["--trainer.callbacks+=tests.test_cli_flags.Tick", "--trainer.max_time"]
+TIMED = ["--trainer.callbacks+=tests.test_trainer_flags.Tick", "--trainer.max_time"]
 
 
 def test_max_time_mid_epoch_counts_only_finished_epochs_and_resumes_exactly(fake_data, batch_clock, capsys):
@@ -194,7 +195,7 @@ class FullDiskElsewhere(Callback):
 
 
 def test_a_full_disk_anywhere_in_the_run_is_one_line(fake_data, capsys):
-    status, err = run_cli([*FULL, "--trainer.callbacks+=tests.test_cli_flags.FullDiskElsewhere"], capsys)
+    status, err = run_cli([*FULL, "--trainer.callbacks+=tests.test_trainer_flags.FullDiskElsewhere"], capsys)
     last = Path("lightning_logs") / "full" / "version_0" / "checkpoints" / "last.ckpt"
     assert status == 1 and err == [
         f"error: cannot write lightning_logs/events: No space left on device; resume with --ckpt_path {last} "
@@ -219,7 +220,7 @@ class Crash(Callback):
 
 def test_a_crash_in_fit_removes_its_run_folder(fake_data):
     with pytest.raises(RuntimeError, match="a bug"):  # a bug keeps its traceback
-        main(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.callbacks+=tests.test_cli_flags.Crash"])
+        main(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.callbacks+=tests.test_trainer_flags.Crash"])
     assert run_folders(fake_data) == []
 
 
@@ -346,34 +347,6 @@ def test_accumulating_two_batches_of_32_is_one_batch_of_64(fake_data):
     assert (b32["net.W1"] - b64["net.W1"]).abs().max() > 100 * (b32x2["net.W1"] - b64["net.W1"]).abs().max()
 
 
-REFUSED = [
-    (["--trainer.gradient_clip_val=-1"], "--trainer.gradient_clip_val=-1.0 is not allowed; it must be >= 0 and finite (0: no clipping)"),
-    (["--trainer.gradient_clip_algorithm", "l1"], "--trainer.gradient_clip_algorithm='l1' is not allowed; allowed: 'norm', 'value'"),
-    (["--trainer.accumulate_grad_batches", "0"], "--trainer.accumulate_grad_batches=0 is not allowed; it must be an integer >= 1"),
-    (["--trainer.max_steps", "10"], "--trainer.max_steps is not supported: a run is counted, checkpointed and resumed in "
-     "whole epochs; use --trainer.max_epochs (and --trainer.limit_train_batches for shorter epochs)"),
-    (["--data.batch_size", "100000"], "--data.batch_size=100000 is larger than the 512 training images (600 of MNIST "
-     "minus --data.val_size 88): every epoch would be one step of 512; give at most 512"),
-    # issue 23: an untrained net was reported as a finished run (test accuracy of the initial weights)
-    (["--trainer.limit_train_batches", "0"], "--trainer.limit_train_batches=0.0 is not allowed by fit: it would train "
-     "nothing and report the initial weights as a finished run; give a number of batches >= 1 or a fraction in (0, 1]"),
-    (["--trainer.default_root_dir", "elsewhere"], "--trainer.default_root_dir='elsewhere' is not supported: every run "
-     "goes to lightning_logs/<experiment>/version_N/ under the current folder; run from the folder that should hold "
-     "lightning_logs/ (cd there), and name the run with --experiment"),
-    # issue 23: a traceback from the loss's dtype check (the custom net's Functions are not autocast's)
-    *((["--trainer.precision", p], f"--trainer.precision='{p}' is not supported by --model.implementation custom: its "
-       "hand-derived Functions compute in their inputs' dtype, not autocast's; use 32-true, 64-true, bf16-true or "
-       "16-true, or --model.implementation sequential (torch's ops under autocast)") for p in ("bf16-mixed", "16-mixed")),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize("bad,expected", REFUSED, ids=[" ".join(b) for b, _ in REFUSED])
-def test_refused_flag_is_one_line(bad, expected, fake_data, capsys):
-    status, err = run_cli(["fit", *TINY, *bad], capsys)
-    assert status == 2 and err == [f"error: {expected}"], err
-    assert run_folders(fake_data) == []
-
-
 def test_the_twin_trains_under_mixed_precision(fake_data):
     """What the refusal above offers instead: torch's ops under autocast (bf16 on the CPU) train and report."""
     cli = main(["fit", *TINY, "--model.implementation", "sequential", "--trainer.precision", "bf16-mixed",
@@ -383,14 +356,6 @@ def test_the_twin_trains_under_mixed_precision(fake_data):
     assert all(p.dtype == torch.float32 for p in cli.model.parameters())  # autocast: the weights stay float32
 
 
-def test_a_fraction_of_less_than_one_batch_is_one_line(fake_data, capsys):
-    """Lightning refuses it only once it knows the data (8 batches): its own sentence, no traceback, no run folder."""
-    status, err = run_cli(["fit", *TINY, "--trainer.limit_train_batches", "0.01"], capsys)
-    assert status == 2 and err[-1].startswith("error: You requested to check 0.01 of the `train_dataloader`"), err
-    assert "limit_train_batches" in err[-1] and not any("Traceback" in line for line in err)
-    assert run_folders(fake_data) == []
-
-
 # ------------------------------------------------------------------ 5. batch size, data folder, Ctrl-C, seed
 def test_the_data_module_refuses_a_batch_larger_than_its_split(fake_data):
     """Where the files come only with the download, the data module's setup says it, before training."""
@@ -398,23 +363,6 @@ def test_the_data_module_refuses_a_batch_larger_than_its_split(fake_data):
     with pytest.raises(ConfigError, match=r"--data.batch_size=513 is larger than the 512 training images"):
         dm.setup("fit")
     MNISTDataModule(data_dir="data", val_size=88, batch_size=513).setup("test")  # evaluation takes no training batch
-
-
-@pytest.mark.parametrize("existing", ["", "empty"])
-def test_a_mistyped_data_dir_creates_nothing(existing, fake_data, monkeypatch, capsys):
-    from torchvision import datasets
-
-    monkeypatch.setattr(datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])  # offline, without waiting
-    if existing:
-        (fake_data / existing).mkdir()
-    data_dir = Path(existing or "dta") / "nested"
-    status, err = run_cli(["fit", *TINY, "--data.data_dir", str(data_dir)], capsys)
-    assert status == 1 and len(err) == 1, err
-    assert err[0].startswith(f"error: MNIST is not in {data_dir / 'MNIST' / 'raw'}/ (--data.data_dir={str(data_dir)!r})"), err
-    assert "nothing was created there" in err[0], err
-    assert sorted(p.name for p in fake_data.iterdir()) == sorted(["data", *([existing] if existing else [])])
-    if existing:
-        assert list((fake_data / existing).iterdir()) == []
 
 
 class CtrlC(Callback):
@@ -432,7 +380,7 @@ def test_ctrl_c_says_how_to_resume(fake_data, capsys):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         status, err = run_cli(["fit", *TINY, "--trainer.max_epochs", "3", "--experiment", "int",
-                               "--trainer.callbacks+=tests.test_cli_flags.CtrlC"], capsys)  # fmt: skip
+                               "--trainer.callbacks+=tests.test_trainer_flags.CtrlC"], capsys)  # fmt: skip
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
     last = Path("lightning_logs") / "int" / "version_0" / "checkpoints" / "last.ckpt"
