@@ -26,6 +26,7 @@ __all__ = [
     "check_model",
     "check_data",
     "check_trainer",
+    "check_batch_norm",
     "check_config_files",
     "check_experiment_name",
     "config_files",
@@ -69,6 +70,7 @@ def check_config(cfg: Any, subcommand: str | None = None) -> None:
     check_model(_get(cfg, "model"))
     check_data(_get(cfg, "data"), subcommand)
     check_trainer(_get(cfg, "trainer"), subcommand)
+    check_batch_norm(_get(cfg, "model"), _get(cfg, "data"), subcommand)
 
 
 def check_run(cfg: Any, subcommand: str | None) -> None:
@@ -153,8 +155,41 @@ def check_trainer(trainer: Any, subcommand: str | None) -> None:
             "--trainer.enable_checkpointing=false is not supported by fit: the results come from the best "
             "checkpoint, and last.ckpt is what a stopped run resumes from"
         )
+    if _get(trainer, "sync_batchnorm"):
+        raise ConfigError(
+            "--trainer.sync_batchnorm=true is not supported: the hand-derived batch norm (src.hand.norm.BatchNorm) "
+            "is not synchronized across processes, so under DDP each process normalizes with its own batch's "
+            "statistics (docs/scaling-out.md); leave it false"
+        )
     check_step_limit(trainer)
     check_gradient_steps_flags(trainer)
+
+
+def check_batch_norm(model: Any, data: Any, subcommand: str | None) -> None:
+    """``--model.norm batch`` trains on batches of two rows or more: one row's variance is 0.
+
+    The hand-derived :func:`~src.hand.norm.batch_norm` refuses a batch of one in training mode, as
+    torch does; here the same refusal comes before anything is written, for ``--data.batch_size 1``
+    and for an epoch whose last batch would hold one image (where the files are there to count).
+    """
+    if subcommand != "fit" or _get(model, "norm") != "batch" or data is None:
+        return
+    batch_size = _get(data, "batch_size")
+    if batch_size == 1:
+        raise ConfigError(
+            "--data.batch_size=1 is not allowed with --model.norm batch: batch norm needs more than 1 value per "
+            "feature when training (the variance of one row is 0); give --data.batch_size 2 or more"
+        )
+    val_size = _get(data, "val_size")
+    data_dir = Path(_get(data, "data_dir", "data/"))
+    n = count_train_images(data_dir, _get(data, "dataset", "MNIST")) if data_dir.is_dir() else None
+    if None not in (n, batch_size, val_size) and 0 < val_size < n and (n - val_size) % batch_size == 1:
+        other = next((b for b in range(batch_size + 1, n - val_size) if (n - val_size) % b != 1), n - val_size)
+        raise ConfigError(
+            f"--data.batch_size={batch_size!r} is not allowed with --model.norm batch: the {n - val_size} training "
+            f"images leave a last batch of 1 image each epoch, and batch norm needs more than 1 value per feature "
+            f"when training; give another batch size, e.g. {other}"
+        )
 
 
 def check_step_limit(trainer: Any) -> None:
