@@ -295,3 +295,28 @@ def test_diagnostics_with_batch_norm_log_and_do_not_change_training(fake_data):
             assert all(e.value > 0 for e in acc.Scalars("diagnostics/grad_h/layer1"))
     for k, v in states["true"].items():
         assert torch.equal(v, states["false"][k]), k  # running statistics included
+
+
+def test_gradient_flow_figure_reads_both_runs(fake_data, capsys):
+    from src.instruments import norm_figure
+    from src.instruments.why import Diagnostics
+
+    runs = []
+    for norm in ("none", "batch"):
+        cli = main(["fit", *TINY, "--model.norm", norm, "--trainer.max_epochs", "2", "--experiment", f"flow_{norm}"])
+        runs.append(cli.trainer.log_dir)
+    capsys.readouterr()
+    out = fake_data / "flow.png"
+    norm_figure.main(["--runs", *runs, "--labels", "without", "with batch norm", "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = capsys.readouterr().out
+    for label in ("without", "with batch norm"):
+        assert f"| {label} | start |" in table and f"| {label} | epoch 2 |" in table
+    # the table's numbers are the runs' own: layer 1's gradient norm before training, with batch norm
+    first = Diagnostics(runs[1]).series("grad_h", 1)[0]
+    assert first[0] == 0 and f"| with batch norm | start | {first[1]:.3g}, " in table
+    (fake_data / "empty").mkdir()
+    for bad, says in (("nowhere", "no such run folder"), ("empty", "no diagnostics/ scalars in")):
+        with pytest.raises(SystemExit) as exc:  # named in one line, not plotted
+            norm_figure.main(["--runs", str(fake_data / bad), "--out", str(out)])
+        assert exc.value.code == 2 and says in capsys.readouterr().err
