@@ -6,10 +6,16 @@ Both expose the same interface:
   ``W_1 … W_L``, one op at a time (what the gradient-flow diagnostics measure);
 * ``logits(x)`` — the output layer's pre-activation, ``(batch, outputs)``;
 * ``forward(x)`` — ``output_activation(logits(x))``, the course report's ``forward_propagation``;
-* ``weights()`` — the weight matrices (what L1/L2 penalize; biases are not penalized);
+* ``weights()`` — the weight matrices (what L1/L2 penalize; biases, ``γ`` and ``β`` are not penalized);
 * ``predict(x)`` — the class with the highest output, the course report's ``predict``.
 
 Given the same initializer and random seed they start from identical parameters.
+
+``norm`` (``none``, ``batch``, ``layer``) puts a normalization between each hidden affine map and
+its activation, where Ioffe and Szegedy place it: ``h_l = g(BN(d_{l−1} W_lᵀ + b_l))``, with a
+learnable ``γ_l`` (ones) and ``β_l`` (zeros) per hidden layer (the output layer's logits are not
+normalized).  ``FeedForwardNet`` uses :mod:`src.hand.norm`'s hand-derived Functions, the twin
+``nn.BatchNorm1d`` / ``nn.LayerNorm``, both with torch's defaults (ε = 1e-5, momentum 0.1).
 """
 
 from __future__ import annotations
@@ -20,15 +26,22 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from . import functional as HF
 from . import fused as FF
+from . import norm as HN
 from .checks import check_choice
 from .dropout import MaskStream, check_dropout, dropout as hand_dropout, dropout_mask
 from .functional import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from .init import ParameterInitializer
 
-__all__ = ["FeedForwardNet", "SequentialNet"]
+__all__ = ["FeedForwardNet", "SequentialNet", "NORMS"]
+
+#: where a normalization may sit between each hidden affine map and its activation
+NORMS = ("none", "batch", "layer")
+#: torch's defaults (nn.BatchNorm1d, nn.LayerNorm), so the twins agree
+NORM_EPS, NORM_MOMENTUM = 1e-5, 0.1
 
 
 #: bytes per parameter while training: the weight, its gradient and up to two optimizer buffers (Adam)
@@ -108,6 +121,19 @@ class FeedForwardNet(nn.Module):
     layer's output in training mode; its masks come from ``self.masks``, a
     :class:`~src.hand.dropout.MaskStream` seeded with ``dropout_seed`` (the LightningModule checkpoints it).
     ``input_dropout`` does the same to the input pixels (its mask drawn first).
+
+    ``norm`` ``batch`` or ``layer`` normalizes each hidden layer's pre-activation with
+    :func:`~src.hand.norm.batch_norm` / :func:`~src.hand.norm.layer_norm` before its activation:
+    parameters ``gamma{l}`` (ones) and ``beta{l}`` (zeros) after ``W{l}``, ``b{l}``; batch norm also keeps
+    the buffers ``running_mean{l}`` (zeros) and ``running_var{l}`` (ones), so both live in every
+    ``state_dict`` and checkpoint.  Batch norm in training mode normalizes with the batch's statistics
+    and updates the running ones (momentum 0.1, as ``nn.BatchNorm1d``); in evaluation mode
+    (``net.eval()``) it normalizes with the running ones.  With a normalization the one-node fast path
+    stands aside: ``fused`` is ``False`` and the per-op chain runs.  :class:`~src.hand.fused.FeedForward`
+    holds only the affine maps and activations; carrying batch norm would put its batch-coupled
+    backward and the running statistics' update into that node, a second copy of the derivation to
+    keep equal to the last bit, while the chain already runs each norm as one node of its own
+    (``docs/batchnorm.md``, "In the net": the chain's per-step cost with and without a norm).
     """
 
     def __init__(
@@ -124,21 +150,33 @@ class FeedForwardNet(nn.Module):
         dropout: float = 0.0,
         dropout_seed: int = 0,
         input_dropout: float = 0.0,
+        norm: str = "none",
     ) -> None:
         super().__init__()
         self.dropout = check_dropout(dropout)
         self.input_dropout = check_dropout(input_dropout, "input_dropout")
+        check_choice("norm", norm, NORMS)
         params = _initial_parameters(
             inputs, hidden_layers, outputs, activation, output_activation, initialization, seed, dtype
         )
         self.activation, self.output_activation = activation, output_activation
-        self.fused = fused
+        self.norm = norm
+        self.fused = fused and norm == "none"  # the one node holds no normalization: the chain runs
         self.masks = MaskStream(dropout_seed)  # the dropout masks' own random stream
         self._g = HF.ACTIVATIONS[activation]
         self._o = HF.ACTIVATIONS[output_activation]
         for name, value in params.items():
             self.register_parameter(name, nn.Parameter(value))
+            hidden = name[0] == "b" and int(name[1:]) <= len(hidden_layers)
+            if norm != "none" and hidden:  # after W_l, b_l: the order of the twin's Linear, then its norm
+                l, width = name[1:], value.shape[0]
+                self.register_parameter(f"gamma{l}", nn.Parameter(torch.ones(width, dtype=dtype)))  # γ_l (out_l,)
+                self.register_parameter(f"beta{l}", nn.Parameter(torch.zeros(width, dtype=dtype)))  # β_l (out_l,)
+                if norm == "batch":  # the running estimates evaluation normalizes with (not learned)
+                    self.register_buffer(f"running_mean{l}", torch.zeros(width, dtype=dtype))
+                    self.register_buffer(f"running_var{l}", torch.ones(width, dtype=dtype))
         self.num_layers = len(hidden_layers) + 1
+        self._weight_names = [f"W{l}" for l in range(1, self.num_layers + 1)]  # what weights() returns
         #: the fused node's buffers, reused from one training step to the next; ``None`` (fresh
         #: tensors every call) unless a training loop that runs one forward per backward sets one
         #: (:class:`~src.system.module.MLPClassifier` does during ``fit``)
@@ -149,26 +187,41 @@ class FeedForwardNet(nn.Module):
         return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.num_layers + 1)]
 
     def weights(self) -> list[Tensor]:
-        return list(self._parameters.values())[0::2]  # W1, b1, W2, b2, …: every other one from W1
+        return list(map(self._parameters.__getitem__, self._weight_names))  # W_1 … W_L (not γ, β)
 
     def layer_outputs(
-        self, x: Tensor, dropout: float = 0.0, generator: torch.Generator | None = None
+        self, x: Tensor, dropout: float = 0.0, generator: torch.Generator | None = None,
+        update_running_stats: bool = True,
     ) -> tuple[list[Tensor], list[Tensor]]:
         """The per-op chain: every layer's output ``h_1 … h_L`` and the weights ``W_1 … W_L``.
 
-        With ``d₀ = x``, ``h_l = g(d_{l−1} W_lᵀ + b_l)`` for the hidden layers, ``d_l = h_l``
-        (or ``dropout(h_l)``, one mask per layer drawn from ``generator`` in layer order), and the
-        last ``h_L = d_{L−1} W_Lᵀ + b_L`` the logits: one node per op in the autograd graph.
-        """
+        With ``d₀ = x``, ``h_l = g(d_{l−1} W_lᵀ + b_l)`` for the hidden layers (``g(N_l(d_{l−1} W_lᵀ
+        + b_l))`` with a normalization ``N_l``), ``d_l = h_l`` (or ``dropout(h_l)``, one mask per layer
+        drawn from ``generator`` in layer order), and the last ``h_L = d_{L−1} W_Lᵀ + b_L`` the
+        logits: one node per op in the autograd graph.  ``update_running_stats=False`` leaves batch
+        norm's running statistics as they are in training mode (the diagnostics' probe).
+        """  # fmt: skip
         layers = self.layers()
         outputs, d = [], x
         for l, (w, b) in enumerate(layers, start=1):
             h = HF.linear(d, w, b)  # (batch, out_l)
             if l < len(layers):
+                if self.norm != "none":
+                    h = self._normalize(l, h, update_running_stats)  # (batch, out_l)
                 h = self._g(h)
                 d = hand_dropout(h, dropout, True, generator) if dropout else h
             outputs.append(h)
         return outputs, [w for w, _ in layers]
+
+    def _normalize(self, l: int, z: Tensor, update_running_stats: bool) -> Tensor:
+        """``N_l(z) = γ_l ẑ + β_l``: layer ``l``'s normalization (:mod:`src.hand.norm`), ``z`` (batch, out_l)."""
+        gamma, beta = self._parameters[f"gamma{l}"], self._parameters[f"beta{l}"]
+        if self.norm == "layer":  # over each row's features: the same in training and evaluation
+            return HN.layer_norm(z, gamma, beta, NORM_EPS)
+        mean, var = self._buffers[f"running_mean{l}"], self._buffers[f"running_var{l}"]
+        if self.training and not update_running_stats:  # the batch's statistics, the running ones untouched
+            mean = var = None
+        return HN.batch_norm(z, gamma, beta, mean, var, self.training, NORM_MOMENTUM, NORM_EPS)
 
     def logits(self, x: Tensor) -> Tensor:
         """``h_L``, ``(batch, outputs)``: :meth:`layer_outputs`' last output, or the same from one fused node."""
@@ -176,7 +229,7 @@ class FeedForwardNet(nn.Module):
         gen = self.masks.generator(x.device) if self.training and (drop or self.input_dropout) else None
         if self.training and self.input_dropout:  # the input's mask first, then the hidden layers'
             x = hand_dropout(x, self.input_dropout, True, gen)
-        if not self.fused:
+        if not self.fused or self.norm != "none":
             return self.layer_outputs(x, drop, gen)[0][-1]
         # the optimization: the chain's logits from one FeedForward node, whose buffers serve
         # training steps only (an evaluation must not overwrite what a backward needs)
@@ -204,6 +257,7 @@ class FeedForwardNet(nn.Module):
         sizes = " → ".join(str(n) for n in [weights[0].shape[1], *(w.shape[0] for w in weights)])
         text = f"{sizes}, activation={self.activation}, output={self.output_activation}, fused={self.fused}"
         text += f", dropout={self.dropout}"
+        text += f", norm={self.norm}" if self.norm != "none" else ""
         return text + (f", input_dropout={self.input_dropout}" if self.input_dropout else "")
 
 
@@ -216,13 +270,19 @@ _TORCH_ACTIVATIONS = {
 }
 
 
+_TORCH_NORMS = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
+_NORM_MODULES = (nn.BatchNorm1d, nn.LayerNorm)
+
+
 class SequentialNet(nn.Module):
     """The package twin: the same architecture from ``nn.Linear`` and torch activations.
 
     ``self.net`` is a plain ``nn.Sequential`` ending with the output activation, with an
     ``nn.Dropout`` after each hidden activation when ``dropout`` > 0 (global random stream);
     ``logits`` runs all but that last module.  The weights are copied from the
-    same :class:`~src.hand.init.ParameterInitializer` draw as :class:`FeedForwardNet`.
+    same :class:`~src.hand.init.ParameterInitializer` draw as :class:`FeedForwardNet`.  ``norm``
+    ``batch`` / ``layer`` puts an ``nn.BatchNorm1d`` / ``nn.LayerNorm`` between each hidden
+    ``nn.Linear`` and its activation (torch's own initialization: γ ones, β zeros, as ours).
     """
 
     def __init__(
@@ -237,10 +297,13 @@ class SequentialNet(nn.Module):
         dtype: torch.dtype = torch.float32,
         dropout: float = 0.0,
         input_dropout: float = 0.0,
+        norm: str = "none",
     ) -> None:
         super().__init__()
         self.dropout = check_dropout(dropout)
         self.input_dropout = check_dropout(input_dropout, "input_dropout")
+        check_choice("norm", norm, NORMS)
+        self.norm = norm
         params = _initial_parameters(
             inputs, hidden_layers, outputs, activation, output_activation, initialization, seed, dtype
         )
@@ -253,6 +316,8 @@ class SequentialNet(nn.Module):
                 layer.weight.copy_(params[f"W{i}"])
                 layer.bias.copy_(params[f"b{i}"])
             modules.append(layer)
+            if norm != "none" and i < len(sizes) - 1:  # only when on, so the Linear indices stay as before
+                modules.append(_TORCH_NORMS[norm](fan_out, eps=NORM_EPS, dtype=dtype))
             modules.append(_TORCH_ACTIVATIONS[activation if i < len(sizes) - 1 else output_activation]())
             if self.dropout and i < len(sizes) - 1:  # only when on, so the Linear indices stay as before
                 modules.append(nn.Dropout(self.dropout))
@@ -261,19 +326,23 @@ class SequentialNet(nn.Module):
     def weights(self) -> list[Tensor]:
         return [m.weight for m in self.net if isinstance(m, nn.Linear)]
 
-    def layer_outputs(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    def layer_outputs(self, x: Tensor, update_running_stats: bool = True) -> tuple[list[Tensor], list[Tensor]]:
         """Every layer's output ``h_1 … h_L`` (each hidden activation's, then the logits) and ``W_1 … W_L``.
 
-        Module by module through ``self.net`` without dropout, as :meth:`FeedForwardNet.layer_outputs`.
+        Module by module through ``self.net`` without dropout, as :meth:`FeedForwardNet.layer_outputs`;
+        ``update_running_stats=False`` leaves ``nn.BatchNorm1d``'s running statistics as they are.
         """
         outputs, weights, h = [], [], x
         for m in self.net[:-1]:  # not the output activation
             if isinstance(m, nn.Dropout):
                 continue
-            h = m(h)
+            if isinstance(m, nn.BatchNorm1d) and m.training and not update_running_stats:
+                h = F.batch_norm(h, None, None, m.weight, m.bias, True, 0.0, m.eps)  # batch statistics only
+            else:
+                h = m(h)
             if isinstance(m, nn.Linear):
                 weights.append(m.weight)
-            else:
+            elif not isinstance(m, _NORM_MODULES):
                 outputs.append(h)
         outputs.append(h)  # the last Linear's output: the logits
         return outputs, weights

@@ -29,6 +29,11 @@ tag                                    value
 L is the training loss (data loss plus weight penalty) on the probe batch, a mean over its
 images, so the norms are those of one batch-mean gradient of ``probe_size`` images.
 
+With ``--model.norm batch|layer`` each ``h_l`` is the activation of the normalized pre-activation,
+``g(γ_l ẑ_l + β_l)``, so ``grad_h`` and the saturation measure the net as it trains; batch norm
+uses the probe batch's own statistics in training mode (as a training step would) without updating
+the running ones (``docs/batchnorm.md``, "What normalization does to the gradient flow").
+
 It never changes training: the gradients come from :func:`torch.autograd.grad` on a separate
 per-op graph (:func:`~src.hand.functional.linear` and the activation Functions, the ``fused=False``
 path of :class:`~src.hand.nets.FeedForwardNet`, whatever path the training net takes), so no
@@ -59,8 +64,13 @@ EPOCH1_FRACTIONS = (1 / 16, 1 / 2)
 
 
 def _forward_layers(net: nn.Module, x: Tensor) -> tuple[list[Tensor], list[Tensor], str]:
-    """``(outputs h_1 … h_L, weights W_1 … W_L, hidden activation)``, per op, in a fresh graph, without dropout."""
-    outputs, weights = net.layer_outputs(x)
+    """``(outputs h_1 … h_L, weights W_1 … W_L, hidden activation)``, per op, in a fresh graph, without dropout.
+
+    With a normalization the outputs are ``h_l = g(N_l(z_l))``, the gradients flow through ``N_l``;
+    batch norm normalizes with the probe's own statistics in training mode and leaves the running
+    ones untouched (``update_running_stats=False``): the probe never moves what evaluation uses.
+    """
+    outputs, weights = net.layer_outputs(x, update_running_stats=False)
     return outputs, weights, net.activation
 
 
@@ -166,6 +176,8 @@ class GradientFlowDiagnostics(Callback):
             if first is None:
                 return None
             x, labels = first[0][: self.probe_size], first[-1][: self.probe_size]
+        if getattr(pl_module.net, "norm", "none") == "batch" and len(x) < 2:  # one row's variance is 0
+            return None
         # in the module's dtype: under --trainer.precision 64-true its weights are float64, the split float32
         x = x.to(device=pl_module.device, dtype=pl_module.dtype)
         onehot = torch.nn.functional.one_hot(labels, pl_module.hparams.get("outputs", 10)).to(x)

@@ -26,6 +26,7 @@ __all__ = [
     "check_model",
     "check_data",
     "check_trainer",
+    "check_batch_norm",
     "check_config_files",
     "check_no_optimizer_flags",
     "check_precision",
@@ -71,6 +72,7 @@ def check_config(cfg: Any, subcommand: str | None = None) -> None:
     check_model(_get(cfg, "model"))
     check_data(_get(cfg, "data"), subcommand)
     check_trainer(_get(cfg, "trainer"), subcommand)
+    check_batch_norm(_get(cfg, "model"), _get(cfg, "data"), subcommand)
 
 
 def check_run(cfg: Any, subcommand: str | None) -> None:
@@ -175,6 +177,12 @@ def check_trainer(trainer: Any, subcommand: str | None) -> None:
             "lightning_logs/<experiment>/version_N/ under the current folder; run from the folder that should hold "
             "lightning_logs/ (cd there), and name the run with --experiment"
         )
+    if _get(trainer, "sync_batchnorm"):
+        raise ConfigError(
+            "--trainer.sync_batchnorm=true is not supported: the hand-derived batch norm (src.hand.norm.BatchNorm) "
+            "is not synchronized across processes, so under DDP each process normalizes with its own batch's "
+            "statistics (docs/scaling-out.md); leave it false"
+        )
     check_step_limit(trainer)
     check_gradient_steps_flags(trainer)
 
@@ -196,6 +204,33 @@ def check_precision(precision: Any, implementation: str | None) -> None:
             f"--trainer.precision={str(precision)!r} is not supported by --model.implementation custom: its "
             "hand-derived Functions compute in their inputs' dtype, not autocast's; use 32-true, 64-true, bf16-true "
             "or 16-true, or --model.implementation sequential (torch's ops under autocast)"
+        )
+
+
+def check_batch_norm(model: Any, data: Any, subcommand: str | None) -> None:
+    """``--model.norm batch`` trains on batches of two rows or more: one row's variance is 0.
+
+    The hand-derived :func:`~src.hand.norm.batch_norm` refuses a batch of one in training mode, as
+    torch does; here the same refusal comes before anything is written, for ``--data.batch_size 1``
+    and for an epoch whose last batch would hold one image (where the files are there to count).
+    """
+    if subcommand != "fit" or _get(model, "norm") != "batch" or data is None:
+        return
+    batch_size = _get(data, "batch_size")
+    if batch_size == 1:
+        raise ConfigError(
+            "--data.batch_size=1 is not allowed with --model.norm batch: batch norm needs more than 1 value per "
+            "feature when training (the variance of one row is 0); give --data.batch_size 2 or more"
+        )
+    val_size = _get(data, "val_size")
+    data_dir = Path(_get(data, "data_dir", "data/"))
+    n = count_train_images(data_dir, _get(data, "dataset", "MNIST")) if data_dir.is_dir() else None
+    if None not in (n, batch_size, val_size) and 0 < val_size < n and (n - val_size) % batch_size == 1:
+        other = next((b for b in range(batch_size + 1, n - val_size) if (n - val_size) % b != 1), n - val_size)
+        raise ConfigError(
+            f"--data.batch_size={batch_size!r} is not allowed with --model.norm batch: the {n - val_size} training "
+            f"images leave a last batch of 1 image each epoch, and batch norm needs more than 1 value per feature "
+            f"when training; give another batch size, e.g. {other}"
         )
 
 

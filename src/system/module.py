@@ -48,7 +48,7 @@ from ..errors import ConfigError, DivergenceError
 from ..hand.functional import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from ..hand.fused import Workspace
 from .metrics import build_report, report_metrics
-from ..hand.nets import FeedForwardNet, SequentialNet
+from ..hand.nets import NORMS, FeedForwardNet, SequentialNet
 from ..hand.optim import OPTIMIZERS, max_norm_
 from .callbacks import epoch_finished
 
@@ -79,14 +79,16 @@ def _check_choices(
         )
 
 
-def _build_net(implementation: str, net_args: tuple, dropout: float, input_dropout: float) -> torch.nn.Module:
+def _build_net(
+    implementation: str, net_args: tuple, dropout: float, input_dropout: float, norm: str = "none"
+) -> torch.nn.Module:
     """Our net (:class:`FeedForwardNet`) or its ``nn.Sequential`` twin; ``net_args`` as their first six arguments."""
     if implementation == "sequential":
-        return SequentialNet(*net_args, dropout=dropout, input_dropout=input_dropout)
+        return SequentialNet(*net_args, dropout=dropout, input_dropout=input_dropout, norm=norm)
     # the masks' stream: seeded from the run's seed (set by --seed_everything before this)
     seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     return FeedForwardNet(
-        *net_args, dropout=dropout, dropout_seed=seed + DROPOUT_SEED_OFFSET, input_dropout=input_dropout
+        *net_args, dropout=dropout, dropout_seed=seed + DROPOUT_SEED_OFFSET, input_dropout=input_dropout, norm=norm
     )
 
 
@@ -124,12 +126,16 @@ def _average(net: torch.nn.Module, ema_decay: float) -> AveragedModel | None:
     average is not held at its first steps' weights.  torch's ``AveragedModel`` keeps the copy and
     its count (buffer ``n_averaged``): both are in the module's ``state_dict``, so every checkpoint
     carries them and a resumed run averages on exactly, warm-up included.
+    A net with buffers (batch norm's running statistics) has them averaged the same way
+    (``use_buffers``): the averaged copy's own never move otherwise, and evaluation would normalize
+    with the initial zeros and ones.
     """
     if not ema_decay:
         return None
     if not 0.0 < ema_decay < 1.0:
         raise ValueError(f"ema_decay={ema_decay!r} is not allowed; it must be in [0, 1) (0: no averaging)")
-    return AveragedModel(net, multi_avg_fn=ema_warmup_multi_avg_fn(ema_decay), use_buffers=False)
+    buffers = next(net.buffers(), None) is not None
+    return AveragedModel(net, multi_avg_fn=ema_warmup_multi_avg_fn(ema_decay), use_buffers=buffers)
 
 
 class MLPClassifier(pl.LightningModule):
@@ -171,6 +177,12 @@ class MLPClassifier(pl.LightningModule):
         max_norm: c of the max-norm constraint (Srivastava et al. 2014): after every update each
             unit's incoming weights are projected onto ``‖w‖₂ ≤ c`` (:func:`~src.hand.optim.max_norm_`;
             0 = off), inside our optimizers' update and after the twin's ``torch.optim`` step.
+        norm: a normalization between each hidden affine map and its activation: ``none``,
+            ``batch`` (:func:`~src.hand.norm.batch_norm`: the batch's statistics in training, the
+            running ones in evaluation) or ``layer`` (:func:`~src.hand.norm.layer_norm`); learnable
+            ``γ``, ``β`` per hidden layer, not penalized by L1/L2 (the twin: ``nn.BatchNorm1d`` /
+            ``nn.LayerNorm``).  With a norm the per-op chain runs instead of the one-node fast path
+            (:class:`~src.hand.nets.FeedForwardNet`).  ``docs/batchnorm.md``.
     """
 
     def __init__(
@@ -195,6 +207,7 @@ class MLPClassifier(pl.LightningModule):
         label_smoothing: UnitIntervalCO = 0.0,
         ema_decay: UnitIntervalCO = 0.0,
         max_norm: FiniteNonNegativeFloat = 0.0,
+        norm: Literal[NORMS] = "none",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -203,7 +216,7 @@ class MLPClassifier(pl.LightningModule):
         smoothing = {"label_smoothing": label_smoothing} if label_smoothing else {}
         self.loss_fn = LOSS_CLASSES[loss](alpha=alpha, regularization=regularization, **smoothing)
         net_args = (inputs, hidden_layers, outputs, activation, output_activation, initialization)
-        self.net = _build_net(implementation, net_args, dropout, input_dropout)
+        self.net = _build_net(implementation, net_args, dropout, input_dropout, norm)
         self.averaged = _average(self.net, ema_decay)  # None without averaging
         #: c of the max-norm constraint where the module projects (the twin's torch.optim); ours projects itself
         self._twin_max_norm = max_norm if implementation == "sequential" else 0.0
