@@ -36,6 +36,7 @@ SETTINGS = {
     "gomp": {"OMP_WAIT_POLICY": ""},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
     "spin10k": {"GOMP_SPINCOUNT": "10000"},
+    "spin1k": {"GOMP_SPINCOUNT": "1000"},
     "one": {"OMP_NUM_THREADS": "1"},
 }
 FIT = [sys.executable, "-m", "src.train", "fit", "--trainer.max_epochs", "3", "--diagnostics", "false",
